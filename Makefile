@@ -1,0 +1,42 @@
+# Basira: `make demo` runs the product on embedded defaults, `make test` runs every test this
+# machine can run. Both create .venv on first use and are fast once it is installed.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# A local CPU wheel of torch is used when the machine has one; any other torch pulls CUDA.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+DEMO_DIR ?= data/demo
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 goes in first and alone so that nothing later can resolve a newer, CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install -q $(FIND_LINKS) "torch==2.13.0"
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/basira synth --out $(DEMO_DIR) --n 3 --seed 7 --preview
+	$(BIN)/basira inspect $(DEMO_DIR)
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint: install
+	$(BIN)/ruff check pipelines serving tests benchmarks
+	$(BIN)/ruff format --check pipelines serving tests benchmarks
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,262 @@
+"""The one error hierarchy of Basira.
+
+Every refusal a user can meet is a :class:`BasiraError` subclass with a stable ``code``: the CLI
+prints ``error[code]: message`` and exits non-zero, the API answers ``{"code", "message",
+"detail"}`` with the class's HTTP status. Codes are part of the public contract (documented in
+``docs/errors.md``); never rename one, add a new class instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BasiraError(Exception):
+    """Base of every error a user can be shown.
+
+    ``message`` is one sentence a hospital IT person understands; ``detail`` holds
+    machine-readable context (file name, tag, expected and found values) and never patient data.
+    """
+
+    code: ClassVar[str] = "basira.error"
+    http_status: ClassVar[int] = 422
+    #: True when the input is at fault (CLI exit code 3); False for our own failures (exit 1).
+    bad_input: ClassVar[bool] = True
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail: dict[str, Any] = detail
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``{code, message, detail}`` body used by the API and ``--json`` outputs."""
+        return {"code": self.code, "message": self.message, "detail": self.detail}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- single files -------------------------------------------------------------------------------
+
+
+class DicomFileError(BasiraError):
+    """A file that cannot be used as a DICOM image."""
+
+    code = "dicom.invalid"
+
+
+class EmptyFileError(DicomFileError):
+    """The file has no bytes at all (often an interrupted copy)."""
+
+    code = "dicom.empty_file"
+
+
+class NotDicomError(DicomFileError):
+    """The file is not DICOM Part 10 (no 'DICM' preamble and no parsable dataset)."""
+
+    code = "dicom.not_dicom"
+    http_status = 415
+
+
+class TruncatedFileError(DicomFileError):
+    """The file ends before the data it declares: re-send the complete file."""
+
+    code = "dicom.truncated"
+
+
+class AbsurdLengthError(DicomFileError):
+    """An element declares a length no real file has; refused before any memory is allocated."""
+
+    code = "dicom.absurd_length"
+
+
+class PixelDataLengthError(DicomFileError):
+    """Pixel Data holds fewer bytes than Rows x Columns x Frames x BitsAllocated require."""
+
+    code = "dicom.pixel_data_short"
+
+
+class MissingAttributeError(DicomFileError):
+    """A Type 1 attribute needed to place or scale the image is absent or empty."""
+
+    code = "dicom.missing_attribute"
+
+
+class MissingTransferSyntaxError(DicomFileError):
+    """The file meta has no Transfer Syntax UID, so pixel bytes cannot be interpreted."""
+
+    code = "dicom.missing_transfer_syntax"
+
+
+class UnsupportedTransferSyntaxError(DicomFileError):
+    """No installed decoder handles this transfer syntax."""
+
+    code = "dicom.unsupported_transfer_syntax"
+    http_status = 415
+
+
+class UndecodablePixelDataError(DicomFileError):
+    """The compressed pixel stream is corrupt: the decoder refused it."""
+
+    code = "dicom.undecodable_pixel_data"
+
+
+class NotAnImageError(DicomFileError):
+    """A valid DICOM object that holds no image (SR, SEG, RT, DICOMDIR, waveform, ...)."""
+
+    code = "dicom.not_an_image"
+
+
+class NotCTError(DicomFileError):
+    """An image that is not CT (another modality, or a capture that only claims to be CT)."""
+
+    code = "dicom.not_ct"
+
+
+class ColourImageError(DicomFileError):
+    """A colour (RGB/palette/YBR) image: CT values cannot be recovered from it."""
+
+    code = "dicom.colour_image"
+
+
+class NotHounsfieldError(DicomFileError):
+    """A derived map (perfusion, iodine, ...) whose values are not Hounsfield units."""
+
+    code = "dicom.not_hounsfield"
+
+
+# --- series -------------------------------------------------------------------------------------
+
+
+class SeriesError(BasiraError):
+    """A series whose slices cannot be stacked into one trustworthy volume."""
+
+    code = "series.invalid"
+
+
+class InconsistentGeometryError(SeriesError):
+    """Slices disagree on orientation, matrix size or pixel spacing."""
+
+    code = "series.inconsistent_geometry"
+
+
+class NonUniformSpacingError(SeriesError):
+    """The distance between consecutive slices varies more than the tolerance."""
+
+    code = "series.non_uniform_spacing"
+
+
+class MissingSlicesError(SeriesError):
+    """Gaps along the slice normal show that slices were lost in transfer."""
+
+    code = "series.missing_slices"
+
+
+class DuplicateSlicesError(SeriesError):
+    """Two instances share a SOP Instance UID or an image position."""
+
+    code = "series.duplicate_slices"
+
+
+class GantryTiltError(SeriesError):
+    """The slice stack is sheared (gantry tilt): positions do not follow the slice normal."""
+
+    code = "series.gantry_tilt"
+
+
+class TooFewSlicesError(SeriesError):
+    """Not enough slices to cover the anatomy."""
+
+    code = "series.too_few_slices"
+
+
+class VolumeTooLargeError(SeriesError):
+    """The series would need more memory than the configured limit."""
+
+    code = "series.too_large"
+    http_status = 413
+
+
+class MixedSeriesError(SeriesError):
+    """Instances given as one series belong to several studies or series."""
+
+    code = "series.mixed"
+
+
+# --- inputs and archives ------------------------------------------------------------------------
+
+
+class InputError(BasiraError):
+    """The input as a whole cannot be used."""
+
+    code = "input.invalid"
+
+
+class InputNotFoundError(InputError):
+    """A path the user named does not exist."""
+
+    code = "input.not_found"
+
+
+class NoDicomFoundError(InputError):
+    """Nothing in the input was readable DICOM."""
+
+    code = "input.no_dicom"
+
+
+class OutOfIntendedUseError(InputError):
+    """The study is outside the model's intended use; it is reported, never scored."""
+
+    code = "input.out_of_intended_use"
+
+
+class ArchiveError(InputError):
+    """A zip archive that is corrupt or unsafe."""
+
+    code = "archive.invalid"
+
+
+class UnsafeArchivePathError(ArchiveError):
+    """A member's path is absolute or climbs out of the archive ('..')."""
+
+    code = "archive.unsafe_path"
+
+
+class ArchiveTooLargeError(ArchiveError):
+    """The archive expands past the configured total size."""
+
+    code = "archive.too_large"
+    http_status = 413
+
+
+class ArchiveTooManyFilesError(ArchiveError):
+    """The archive holds more members than the configured limit."""
+
+    code = "archive.too_many_files"
+    http_status = 413
+
+
+class CorruptArchiveError(ArchiveError):
+    """The zip container itself cannot be read."""
+
+    code = "archive.corrupt"
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+class ConfigError(BasiraError):
+    """A configuration or parameter file that does not validate."""
+
+    code = "config.invalid"
+
+
+def all_error_classes() -> list[type[BasiraError]]:
+    """Every concrete error class, for documentation and the every-code-is-tested check."""
+    found: list[type[BasiraError]] = []
+    pending: list[type[BasiraError]] = [BasiraError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return sorted(found, key=lambda c: c.code)
