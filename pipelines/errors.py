@@ -242,6 +242,39 @@ class CorruptArchiveError(ArchiveError):
     code = "archive.corrupt"
 
 
+# --- datasets -----------------------------------------------------------------------------------
+
+
+class DatasetError(BasiraError):
+    """A dataset (a public layout, a manifest's case files) that cannot be used as given."""
+
+    code = "dataset.invalid"
+
+
+class InvalidLayoutError(DatasetError):
+    """A source folder does not follow the layout it was imported as (missing index, files)."""
+
+    code = "dataset.invalid_layout"
+
+
+class UnreadableImageError(DatasetError):
+    """A NIfTI or MetaImage file that its reader refuses (corrupt, truncated, not 3-D)."""
+
+    code = "dataset.unreadable_image"
+
+
+class LabelMismatchError(DatasetError):
+    """A label whose grid or frame of reference does not line up with its image."""
+
+    code = "dataset.label_mismatch"
+
+
+class PrepareFailedError(DatasetError):
+    """Some cases of a manifest could not be prepared; the others were cached."""
+
+    code = "dataset.prepare_failed"
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 
