@@ -82,6 +82,12 @@ class MissingAttributeError(DicomFileError):
     code = "dicom.missing_attribute"
 
 
+class InvalidAttributeError(DicomFileError):
+    """An attribute holds a value its VR does not allow (e.g. letters in an integer)."""
+
+    code = "dicom.invalid_attribute"
+
+
 class MissingTransferSyntaxError(DicomFileError):
     """The file meta has no Transfer Syntax UID, so pixel bytes cannot be interpreted."""
 
@@ -175,6 +181,30 @@ class VolumeTooLargeError(SeriesError):
 
     code = "series.too_large"
     http_status = 413
+
+
+class LocalizerError(SeriesError):
+    """A scout/localizer image, not a diagnostic series."""
+
+    code = "series.localizer"
+
+
+class NotOriginalError(SeriesError):
+    """A derived or secondary series (reformat, MIP, ...), not the scanner's original images."""
+
+    code = "series.not_original"
+
+
+class NotAxialError(SeriesError):
+    """The slices are not axial within the allowed obliquity."""
+
+    code = "series.not_axial"
+
+
+class SliceThicknessError(SeriesError):
+    """The slice thickness is outside the range Basira reads."""
+
+    code = "series.slice_thickness_out_of_range"
 
 
 class MixedSeriesError(SeriesError):

@@ -1,0 +1,149 @@
+"""Build one HU volume from one CT series: ordered, checked, decoded and rescaled.
+
+This is the only way pixels enter Basira from DICOM: training data, inference and the review
+viewer all read through :func:`read_series_volume`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.dicom.geometry import GeometryTolerances, stack_slices
+from pipelines.dicom.header import InstanceHeader
+from pipelines.dicom.index import SeriesEntry, index_inputs
+from pipelines.dicom.pixels import read_stored_frames
+from pipelines.dicom.selection import SelectionRules, check_content, series_placements
+from pipelines.errors import (
+    MissingAttributeError,
+    MixedSeriesError,
+    NoDicomFoundError,
+    VolumeTooLargeError,
+)
+from pipelines.volume import Provenance, Volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadPolicy:
+    """How strictly a series is read and how much it may cost."""
+
+    geometry: GeometryTolerances = field(default_factory=GeometryTolerances)
+    #: refuse volumes whose float32 array would exceed this many bytes
+    max_volume_bytes: int = 4 * 1024**3
+    #: decoding threads; None uses every core
+    threads: int | None = None
+
+
+def read_series_volume(
+    source: SeriesEntry | Path | Sequence[Path], policy: ReadPolicy | None = None
+) -> Volume:
+    """Read one CT series into a :class:`Volume` (float32 HU, ``[k, j, i]``, LPS affine).
+
+    ``source`` is an indexed series, a folder holding exactly one series, or that series' files.
+
+    Raises:
+        NoDicomFoundError: nothing readable was given.
+        MixedSeriesError: the files hold more than one series.
+        NotCTError, ColourImageError, NotHounsfieldError, NotAnImageError: not a CT HU image.
+        TooFewSlicesError, InconsistentGeometryError, DuplicateSlicesError, MissingSlicesError,
+        NonUniformSpacingError, GantryTiltError: the slices do not form one regular volume.
+        VolumeTooLargeError: past ``policy.max_volume_bytes``.
+        UnsupportedTransferSyntaxError, UndecodablePixelDataError: pixels cannot be decoded.
+    """
+    policy = policy or ReadPolicy()
+    if isinstance(source, SeriesEntry):
+        return _read(source.instances, policy)
+    paths = [source] if isinstance(source, Path) else list(source)
+    with tempfile.TemporaryDirectory(prefix="basira-read-") as workdir:
+        series = _only_series(paths, Path(workdir), policy)
+        return _read(series.instances, policy)
+
+
+def _only_series(paths: Sequence[Path], workdir: Path, policy: ReadPolicy) -> SeriesEntry:
+    index = index_inputs(paths, workdir=workdir, rules=SelectionRules(geometry=policy.geometry))
+    series = [s for study in index.studies for s in study.series]
+    if not series:
+        first = index.rejected_files[0] if index.rejected_files else None
+        raise NoDicomFoundError(
+            "No readable DICOM image was found"
+            + (f" ({first.path}: {first.message})" if first else "."),
+            rejected=[r.code for r in index.rejected_files[:20]],
+        )
+    if len(series) > 1:
+        raise MixedSeriesError(
+            f"The input holds {len(series)} series; give the files of one series.",
+            series_instance_uids=[s.series_instance_uid for s in series],
+        )
+    return series[0]
+
+
+def _read(instances: Sequence[InstanceHeader], policy: ReadPolicy) -> Volume:
+    check_content(instances[0])
+    frames = [(inst, f) for inst in instances for f in range(inst.n_frames)]
+    placements = series_placements(instances)
+    if len(placements) != len(frames):
+        raise MissingAttributeError(
+            "Some slices lack ImagePositionPatient, ImageOrientationPatient or PixelSpacing."
+        )
+    stacked = stack_slices(placements, policy.geometry)
+    rows, columns = instances[0].rows, instances[0].columns
+    shape = (len(frames), rows, columns)
+    needed = math.prod(shape) * 4
+    if needed > policy.max_volume_bytes:
+        raise VolumeTooLargeError(
+            f"The series needs {needed / 2**30:.1f} GiB; the limit is "
+            f"{policy.max_volume_bytes / 2**30:.1f} GiB.",
+            shape=list(shape),
+        )
+    slot = {(id(inst), f): k for k, (inst, f) in enumerate(frames[i] for i in stacked.order)}
+    volume = np.empty(shape, dtype=np.float32)
+    defaults: list[str] = []
+
+    def fill(inst: InstanceHeader) -> None:
+        stored = read_stored_frames(inst)
+        for f in range(inst.n_frames):
+            slope, intercept = inst.rescale[min(f, len(inst.rescale) - 1)]
+            if math.isnan(slope) or math.isnan(intercept):
+                defaults.append(f"{inst.sop_instance_uid}: RescaleSlope/Intercept absent, 1/0 used")
+                slope = 1.0 if math.isnan(slope) else slope
+                intercept = 0.0 if math.isnan(intercept) else intercept
+            out = volume[slot[(id(inst), f)]]
+            np.multiply(stored[f], np.float32(slope), out=out, dtype=np.float32)
+            out += np.float32(intercept)
+
+    with ThreadPoolExecutor(max_workers=policy.threads or os.cpu_count() or 1) as pool:
+        list(pool.map(fill, instances))
+    ordered = [frames[i] for i in stacked.order]
+    for note in sorted(set(defaults))[:5]:
+        log.warning("default applied: %s", note)
+    return Volume(volume, stacked.affine_lps, _provenance(instances, ordered, defaults))
+
+
+def _provenance(
+    instances: Sequence[InstanceHeader],
+    ordered: Sequence[tuple[InstanceHeader, int]],
+    defaults: Sequence[str],
+) -> Provenance:
+    first = instances[0]
+    return Provenance(
+        source_format="dicom",
+        study_instance_uid=first.study_instance_uid,
+        series_instance_uid=first.series_instance_uid,
+        frame_of_reference_uid=first.frame_of_reference_uid,
+        modality=first.modality,
+        sop_instance_uids=tuple(inst.sop_instance_uid for inst, _ in ordered),
+        frame_numbers=tuple(f + 1 for _, f in ordered),
+        transfer_syntaxes=tuple(sorted({inst.transfer_syntax_uid for inst in instances})),
+        slice_thickness_mm=first.slice_thickness_mm,
+        defaults_applied=tuple(sorted(set(defaults))),
+    )
