@@ -60,9 +60,7 @@ def main() -> None:
         typer.echo("error[cli.aborted]: aborted", err=True)
         sys.exit(1)
     except Exception as exc:  # the last line of defence: never a bare traceback for a user
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors: exit 2
             exc.show()
             sys.exit(exc.exit_code)
         if _state["verbose"]:

@@ -234,12 +234,6 @@ class NoDicomFoundError(InputError):
     code = "input.no_dicom"
 
 
-class OutOfIntendedUseError(InputError):
-    """The study is outside the model's intended use; it is reported, never scored."""
-
-    code = "input.out_of_intended_use"
-
-
 class ArchiveError(InputError):
     """A zip archive that is corrupt or unsafe."""
 
