@@ -63,7 +63,9 @@ def safe_member_path(name: str) -> PurePosixPath:
     return pure
 
 
-def extract_zip(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> list[ExtractedMember]:
+def extract_zip(
+    archive: Path, dest: Path, limits: ArchiveLimits | None = None
+) -> list[ExtractedMember]:
     """Check every member of ``archive`` against ``limits``, then unpack the files into ``dest``.
 
     Raises:

@@ -67,7 +67,9 @@ def _series_dict(series: SeriesEntry) -> dict[str, Any]:
         "n_slices": series.n_slices,
         "rows": first.rows,
         "columns": first.columns,
-        "pixel_spacing_mm": list(first.placements[0].pixel_spacing_mm) if first.placements else None,
+        "pixel_spacing_mm": list(first.placements[0].pixel_spacing_mm)
+        if first.placements
+        else None,
         "slice_thickness_mm": first.slice_thickness_mm,
         "transfer_syntaxes": series.transfer_syntaxes,
         "series_description": first.series_description,
@@ -98,7 +100,8 @@ def _print_tables(index: DicomIndex) -> None:
                 row["modality"],
                 str(row["n_slices"]),
                 f"{row['rows']}x{row['columns']}",
-                "x".join(f"{v:.3g}" for v in spacing) + (f" / {thickness:.3g}" if thickness else ""),
+                "x".join(f"{v:.3g}" for v in spacing)
+                + (f" / {thickness:.3g}" if thickness else ""),
                 ", ".join(UID(s).name for s in row["transfer_syntaxes"]),
                 verdict,
             )

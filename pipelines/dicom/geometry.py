@@ -106,8 +106,8 @@ def check_orientation(orientation: Sequence[float], *, atol: float = 1e-3) -> No
 def affine_from_dicom(
     orientation: Sequence[float],
     pixel_spacing_mm: Sequence[float],
-    first_position_lps_mm: Sequence[float],
-    slice_step_lps_mm: Sequence[float],
+    first_position_lps_mm: Sequence[float] | np.ndarray,
+    slice_step_lps_mm: Sequence[float] | np.ndarray,
 ) -> np.ndarray:
     """The 4x4 voxel-(i, j, k)-to-LPS affine of a stack (see the module conventions)."""
     affine = np.eye(4)
@@ -126,7 +126,9 @@ def affine_to_dicom(affine_lps: np.ndarray, n_slices: int) -> DicomGeometry:
     orientation = tuple(affine[:3, 0] / col_spacing) + tuple(affine[:3, 1] / row_spacing)
     k = np.arange(n_slices, dtype=float)[:, None]
     positions = affine[:3, 3][None, :] + k * affine[:3, 2][None, :]
-    return DicomGeometry(tuple(float(v) for v in orientation), (row_spacing, col_spacing), positions)
+    return DicomGeometry(
+        tuple(float(v) for v in orientation), (row_spacing, col_spacing), positions
+    )
 
 
 def stack_slices(

@@ -142,7 +142,9 @@ def _dcmread(detector: _ShortReadDetector, raw: io.BufferedReader, size: int, na
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
         # pydicom raises these for headers it cannot parse; at the end of a file it is truncation
         if raw.tell() >= size:
-            raise TruncatedFileError(f"{name} ends in the middle of its header.", path=name) from exc
+            raise TruncatedFileError(
+                f"{name} ends in the middle of its header.", path=name
+            ) from exc
         raise NotDicomError(f"{name} has a corrupt DICOM header: {exc}", path=name) from exc
 
 
@@ -164,7 +166,12 @@ def _check_deferred_lengths(ds: Dataset, size: int, name: str) -> None:
         length = getattr(element, "length", None)
         if tell is None or length is None or length == 0xFFFFFFFF or tell + length <= size:
             continue
-        detail = {"path": name, "tag": f"{int(tag):08X}", "declared": length, "available": size - tell}
+        detail = {
+            "path": name,
+            "tag": f"{int(tag):08X}",
+            "declared": length,
+            "available": size - tell,
+        }
         plausible = _expected_pixel_bytes(ds) if tag == PIXEL_DATA else MAX_HEADER_VALUE_BYTES
         if length > plausible + 1:
             raise AbsurdLengthError(
@@ -187,14 +194,20 @@ def _expected_pixel_bytes(ds: Dataset) -> int:
             return default
 
     return (
-        number("Rows", 0) * number("Columns", 0) * number("NumberOfFrames", 1)
-        * number("SamplesPerPixel", 1) * number("BitsAllocated", 16) // 8
-    )  # fmt: skip
+        number("Rows", 0)
+        * number("Columns", 0)
+        * number("NumberOfFrames", 1)
+        * number("SamplesPerPixel", 1)
+        * number("BitsAllocated", 16)
+        // 8
+    )
 
 
 def _summarise(ds: Dataset, path: Path, name: str, *, in_memory: bool) -> InstanceHeader:
     meta = getattr(ds, "file_meta", None)
-    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    sop_class = str(
+        ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "")
+    )
     transfer_syntax = _transfer_syntax(ds)
     if sop_class == MEDIA_STORAGE_DIRECTORY:
         return _directory_header(path, name, transfer_syntax)
@@ -246,12 +259,31 @@ def _summarise(ds: Dataset, path: Path, name: str, *, in_memory: bool) -> Instan
 
 def _directory_header(path: Path, name: str, transfer_syntax: str) -> InstanceHeader:
     return InstanceHeader(
-        path=path, display_name=name, sop_instance_uid="", sop_class_uid=MEDIA_STORAGE_DIRECTORY,
-        study_instance_uid="", series_instance_uid="", modality="", transfer_syntax_uid=transfer_syntax,
-        image_type=(), rows=0, columns=0, n_frames=0, samples_per_pixel=0, photometric_interpretation="",
-        bits_allocated=0, bits_stored=0, pixel_representation=0, rescale_type="", slice_thickness_mm=None,
-        placements=(), rescale=(), has_pixel_data=False, pixel_data_offset=-1, pixel_data_length=0,
-    )  # fmt: skip
+        path=path,
+        display_name=name,
+        sop_instance_uid="",
+        sop_class_uid=MEDIA_STORAGE_DIRECTORY,
+        study_instance_uid="",
+        series_instance_uid="",
+        modality="",
+        transfer_syntax_uid=transfer_syntax,
+        image_type=(),
+        rows=0,
+        columns=0,
+        n_frames=0,
+        samples_per_pixel=0,
+        photometric_interpretation="",
+        bits_allocated=0,
+        bits_stored=0,
+        pixel_representation=0,
+        rescale_type="",
+        slice_thickness_mm=None,
+        placements=(),
+        rescale=(),
+        has_pixel_data=False,
+        pixel_data_offset=-1,
+        pixel_data_length=0,
+    )
 
 
 def _pixel_data_extent(pixel: Any) -> tuple[int, int]:
@@ -277,9 +309,13 @@ def _check_pixel_length(header: InstanceHeader) -> None:
     ):
         return
     expected = (
-        header.rows * header.columns * header.n_frames * header.samples_per_pixel
-        * header.bits_allocated // 8
-    )  # fmt: skip
+        header.rows
+        * header.columns
+        * header.n_frames
+        * header.samples_per_pixel
+        * header.bits_allocated
+        // 8
+    )
     if header.pixel_data_length < expected:
         raise PixelDataLengthError(
             f"{header.display_name}: Pixel Data holds {header.pixel_data_length} bytes but "
@@ -340,8 +376,10 @@ def _functional_group(ds: Dataset, keyword: str, index: int) -> Dataset | None:
 
 def _frame_attribute(ds: Dataset, frame: int, sequence: str, keyword: str) -> Any:
     """An enhanced multi-frame attribute: per-frame group first, then shared group."""
-    for group_keyword, index in (("PerFrameFunctionalGroupsSequence", frame),
-                                 ("SharedFunctionalGroupsSequence", 0)):  # fmt: skip
+    for group_keyword, index in (
+        ("PerFrameFunctionalGroupsSequence", frame),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
         item = _first_item(_functional_group(ds, group_keyword, index), sequence)
         if item is not None and keyword in item:
             return item.get(keyword)
@@ -352,9 +390,12 @@ def _placements(ds: Dataset, n_frames: int) -> tuple[SlicePlacement, ...]:
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         placement = _placement(
-            ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient"),
-            ds.get("PixelSpacing"), rows, columns,
-        )  # fmt: skip
+            ds.get("ImageOrientationPatient"),
+            ds.get("ImagePositionPatient"),
+            ds.get("PixelSpacing"),
+            rows,
+            columns,
+        )
         return (placement,) if placement else ()
     found = []
     for frame in range(n_frames):
@@ -362,8 +403,9 @@ def _placements(ds: Dataset, n_frames: int) -> tuple[SlicePlacement, ...]:
             _frame_attribute(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient"),
             _frame_attribute(ds, frame, "PlanePositionSequence", "ImagePositionPatient"),
             _frame_attribute(ds, frame, "PixelMeasuresSequence", "PixelSpacing"),
-            rows, columns,
-        )  # fmt: skip
+            rows,
+            columns,
+        )
         if placement is None:
             return ()
         found.append(placement)
@@ -393,6 +435,7 @@ def _rescale(ds: Dataset, n_frames: int) -> tuple[tuple[float, float], ...]:
 
 def _slope_intercept(slope: Any, intercept: Any) -> tuple[float, float]:
     """Rescale values; absent ones are recorded as NaN so the reader can log the default."""
+
     def parse(value: Any) -> float:
         try:
             return float(value) if value not in (None, "") else float("nan")

@@ -99,7 +99,9 @@ def index_inputs(
             continue
         if header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
             rejected.append(
-                RejectedFile(name, NotAnImageError.code, f"{name} is a DICOMDIR (an index of files).")
+                RejectedFile(
+                    name, NotAnImageError.code, f"{name} is a DICOMDIR (an index of files)."
+                )
             )
             continue
         headers.append(header)

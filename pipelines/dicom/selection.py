@@ -11,8 +11,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from pipelines.dicom.geometry import GeometryTolerances, SlicePlacement, slice_normal, stack_slices
 from pipelines.dicom.header import InstanceHeader
 from pipelines.dicom.pixels import decoder_available
@@ -51,7 +49,18 @@ NON_IMAGE_PREFIXES = (
 )
 #: ImageType values naming maps whose values are not Hounsfield units.
 NON_HU_MAP_TYPES = frozenset(
-    {"PERFUSION", "IODINE", "IODINE_MAP", "EFFECTIVE_Z", "ZEFF", "CBF", "CBV", "MTT", "TTP", "FUSED"}
+    {
+        "PERFUSION",
+        "IODINE",
+        "IODINE_MAP",
+        "EFFECTIVE_Z",
+        "ZEFF",
+        "CBF",
+        "CBV",
+        "MTT",
+        "TTP",
+        "FUSED",
+    }
 )
 
 

@@ -18,7 +18,9 @@ def test_codes_are_unique_and_namespaced():
 def test_every_concrete_error_code_is_exercised_by_a_test():
     """A leaf error class whose code no test mentions is a refusal nobody has seen work."""
     corpus = "\n".join(
-        p.read_text(encoding="utf-8") for p in TESTS.rglob("test_*.py") if p.name != "test_errors.py"
+        p.read_text(encoding="utf-8")
+        for p in TESTS.rglob("test_*.py")
+        if p.name != "test_errors.py"
     )
     leaves = [cls for cls in all_error_classes() if not cls.__subclasses__()]
     untested = sorted(
@@ -34,3 +36,9 @@ def test_error_body_is_code_message_detail():
         "message": "Something precise.",
         "detail": {"path": "a.dcm"},
     }
+
+
+def test_every_code_is_documented():
+    documented = (TESTS.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+    missing = [cls.code for cls in all_error_classes() if f"`{cls.code}`" not in documented]
+    assert missing == []

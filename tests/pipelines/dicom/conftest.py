@@ -1,4 +1,4 @@
-"""Fixtures writing real CT series with the project's writer, small enough to run in milliseconds."""
+"""Fixtures writing real CT series with the project's writer, small enough to be instant."""
 
 from __future__ import annotations
 
@@ -49,7 +49,11 @@ def make_series(tmp_path: Path) -> SeriesFactory:
         info.setdefault("slice_thickness_mm", abs(step_mm))
         series_info = CTSeriesInfo(uid_seed=f"{tmp_path}-{n}", **info)  # type: ignore[arg-type]
         return write_ct_series(
-            data, affine, out or tmp_path / f"series{n}", series_info, transfer_syntax=transfer_syntax
+            data,
+            affine,
+            out or tmp_path / f"series{n}",
+            series_info,
+            transfer_syntax=transfer_syntax,
         )
 
     return factory

@@ -34,7 +34,9 @@ def test_zipped_series_is_indexed_with_member_names(make_series, tmp_path):
     assert study.series[0].instances[0].display_name.startswith("study.zip!/CT/")
 
 
-@pytest.mark.parametrize("member", ["../evil.dcm", "/etc/evil.dcm", "a/../../evil.dcm", "C:/evil.dcm", "..\\evil.dcm"])
+@pytest.mark.parametrize(
+    "member", ["../evil.dcm", "/etc/evil.dcm", "a/../../evil.dcm", "C:/evil.dcm", "..\\evil.dcm"]
+)
 def test_member_escaping_the_archive_is_refused(tmp_path, member):
     archive = _zip(tmp_path / "bad.zip", {"ok.dcm": b"x", member: b"x"})
     with pytest.raises(UnsafeArchivePathError) as info:

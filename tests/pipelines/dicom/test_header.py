@@ -1,4 +1,4 @@
-"""Single-file integrity: every way a file can be broken gets its own code, before any pixel read."""
+"""Single-file integrity: every way a file can break gets its own code, before a pixel is read."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from tests.pipelines.dicom.conftest import PYDICOM_FILES
 
 from pipelines.dicom.header import parse_header
 from pipelines.errors import (
@@ -21,6 +20,7 @@ from pipelines.errors import (
     PixelDataLengthError,
     TruncatedFileError,
 )
+from tests.pipelines.dicom.conftest import PYDICOM_FILES
 
 
 def _pixel_length_offset(path: Path) -> int:

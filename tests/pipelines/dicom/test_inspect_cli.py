@@ -14,15 +14,23 @@ from tests.pipelines.dicom.conftest import PYDICOM_FILES
 def _basira(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from pipelines.cli import main; main()", *args],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_inspect_json_lists_series_verdicts_and_refused_files(make_series, tmp_path):
     paths = make_series()
     (tmp_path / "junk.txt").write_text("not dicom")
-    result = _basira("inspect", "--json", str(paths[0].parent), str(tmp_path / "junk.txt"),
-                     str(PYDICOM_FILES / "MR_small.dcm"))  # fmt: skip
+    result = _basira(
+        "inspect",
+        "--json",
+        str(paths[0].parent),
+        str(tmp_path / "junk.txt"),
+        str(PYDICOM_FILES / "MR_small.dcm"),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     series = [s for study in report["studies"] for s in study["series"]]
@@ -31,9 +39,13 @@ def test_inspect_json_lists_series_verdicts_and_refused_files(make_series, tmp_p
     assert ct["analysable"] and ct["n_instances"] == 20 and ct["reasons"] == []
     assert not mr["analysable"] and mr["reasons"][0]["code"] == "dicom.not_ct"
     assert report["rejected_files"] == [
-        {"path": str(tmp_path / "junk.txt"), "code": "dicom.not_dicom",
-         "message": f"{tmp_path / 'junk.txt'} is not a DICOM file (no DICM preamble or file meta)."}
-    ]  # fmt: skip
+        {
+            "path": str(tmp_path / "junk.txt"),
+            "code": "dicom.not_dicom",
+            "message": f"{tmp_path / 'junk.txt'} is not a DICOM file "
+            "(no DICM preamble or file meta).",
+        }
+    ]
 
 
 def test_inspect_table_names_the_verdict(make_series):

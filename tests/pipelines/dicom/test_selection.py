@@ -85,7 +85,9 @@ def test_colour_image_labelled_ct_is_refused_as_colour(make_series, tmp_path):
 
 
 def test_derived_iodine_map_is_not_hounsfield(make_series, tmp_path):
-    paths = _edit(make_series(), ImageType=["DERIVED", "PRIMARY", "AXIAL", "IODINE"], RescaleType="MG/ML")
+    paths = _edit(
+        make_series(), ImageType=["DERIVED", "PRIMARY", "AXIAL", "IODINE"], RescaleType="MG/ML"
+    )
     assert _reasons(paths, tmp_path) == ["dicom.not_hounsfield"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -75,7 +74,8 @@ def test_affine_maps_voxels_to_written_positions(make_series, step_mm):
         ds = pydicom.dcmread(path)
         k = volume.provenance.sop_instance_uids.index(ds.SOPInstanceUID)
         assert np.allclose(volume.ijk_to_lps([0, 0, k]), ds.ImagePositionPatient, atol=1e-4)
-        ijk = volume.lps_to_ijk(np.asarray(ds.ImagePositionPatient, float) + [0.8 * 3, 0.7 * 2, 0])
+        offset_mm = np.array([0.8 * 3, 0.7 * 2, 0.0])
+        ijk = volume.lps_to_ijk(np.asarray(ds.ImagePositionPatient, float) + offset_mm)
         assert np.allclose(ijk, [3, 2, k], atol=1e-6)
         assert np.array_equal(volume.array_hu[k], ds.pixel_array.astype(np.float32) - 1024)
     assert volume.spacing_mm == pytest.approx((0.8, 0.7, 1.25))
@@ -146,8 +146,14 @@ def test_real_file_every_decoder_refuses_gets_undecodable():
 
 
 def test_htj2k_and_jpeg_lossless_decoders_are_installed():
-    for syntax in ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.201",
-                   "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.1.99"):  # fmt: skip
+    for syntax in (
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+        "1.2.840.10008.1.2.1.99",
+    ):
         assert decoder_available(syntax), syntax
 
 
@@ -180,9 +186,12 @@ def test_enhanced_ct_multiframe_reads_like_the_single_frame_series(make_series, 
     paths = make_series((6, 16, 16), step_mm=2.0)
     legacy = [pydicom.dcmread(p) for p in paths]
     enhanced = LegacyConvertedEnhancedCTImage(
-        legacy, series_instance_uid=pydicom.uid.generate_uid(), series_number=9,
-        sop_instance_uid=pydicom.uid.generate_uid(), instance_number=1,
-    )  # fmt: skip
+        legacy,
+        series_instance_uid=pydicom.uid.generate_uid(),
+        series_number=9,
+        sop_instance_uid=pydicom.uid.generate_uid(),
+        instance_number=1,
+    )
     out = tmp_path / "enhanced.dcm"
     enhanced.save_as(out)
     single, multi = read_series_volume(paths), read_series_volume([out])
