@@ -42,6 +42,13 @@ def _register_commands() -> None:
     from pipelines.dicom.commands import inspect_command
 
     app.command("inspect")(inspect_command)
+    from pipelines.synth.commands import synth_command
+
+    app.command("synth")(synth_command)
+    from pipelines.datasets.commands import dataset_app, prepare_command
+
+    app.add_typer(dataset_app, name="dataset")
+    app.command("prepare")(prepare_command)
 
 
 def main() -> None:
