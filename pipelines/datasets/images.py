@@ -72,16 +72,54 @@ def load_label(path: Path, label_format: LabelFormat, reference: Volume) -> np.n
 
         return read_seg_label(path, reference)
     array, affine = read_nifti(path)
-    if array.shape != reference.shape or not np.allclose(
-        affine, reference.affine_lps, atol=AFFINE_ATOL
+    return as_label_array(align_to_reference(array, affine, reference, path), path)
+
+
+def align_to_reference(
+    array: np.ndarray, affine_lps: np.ndarray, reference: Volume, path: Path
+) -> np.ndarray:
+    """Return a ``(k, j, i)`` label array in ``reference``'s voxel order.
+
+    A label stored on the very same voxels but with its axes in another order or direction (a
+    series written head-to-feet while the reader orders slices feet-to-head) is permuted and
+    flipped into place; any other grid is refused.
+
+    Raises:
+        LabelMismatchError: the label's voxels are not the reference's voxels.
+    """
+    if array.shape == reference.shape and np.allclose(
+        affine_lps, reference.affine_lps, atol=AFFINE_ATOL
     ):
+        return array
+    # label voxel (i, j, k) -> reference voxel (i, j, k): must be a signed permutation
+    mapping = np.linalg.inv(reference.affine_lps) @ affine_lps
+    linear = np.rint(mapping[:3, :3])
+    sizes = reference.shape[::-1]
+    permutation = np.abs(linear)
+    aligned = (
+        np.allclose(mapping[:3, :3], linear, atol=1e-3)
+        and np.array_equal(permutation.sum(axis=0), [1, 1, 1])
+        and np.array_equal(permutation.sum(axis=1), [1, 1, 1])
+    )
+    if aligned:
+        source_axis = [int(np.argmax(permutation[b])) for b in range(3)]  # label axis per ref axis
+        signs = [linear[b, source_axis[b]] for b in range(3)]
+        starts = [0 if signs[b] > 0 else sizes[b] - 1 for b in range(3)]
+        aligned = np.allclose(mapping[:3, 3], starts, atol=1e-2) and all(
+            array.shape[2 - source_axis[b]] == sizes[b] for b in range(3)
+        )
+    if not aligned:
         raise LabelMismatchError(
             f"Label {path.name} is not on its image's grid.",
             path=str(path),
             label_shape=list(array.shape),
             image_shape=list(reference.shape),
         )
-    return as_label_array(array, path)
+    out = np.transpose(array, [2 - source_axis[2 - m] for m in range(3)])
+    for b in range(3):
+        if signs[b] < 0:
+            out = np.flip(out, axis=2 - b)
+    return np.ascontiguousarray(out)
 
 
 def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -170,3 +170,15 @@ def _foreground_lps(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     k, j, i = np.nonzero(mask)
     ijk = np.stack([i, j, k], axis=-1).astype(float)
     return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def test_label_stored_in_reverse_slice_order_is_put_in_place(tmp_path: Path) -> None:
+    image, label = body_with_nodules()
+    reference = load_image(
+        write_nifti(tmp_path / "ct.nii.gz", image, affine_lps()), ImageFormat.NIFTI
+    )
+    reversed_affine = affine_lps()
+    reversed_affine[:3, 2] *= -1  # same voxels, slices written head to feet
+    reversed_affine[:3, 3] = affine_lps()[:3, :3] @ [0, 0, label.shape[0] - 1] + affine_lps()[:3, 3]
+    path = write_nifti(tmp_path / "label.nii.gz", label[::-1].copy(), reversed_affine)
+    np.testing.assert_array_equal(load_label(path, LabelFormat.NIFTI, reference), label)
