@@ -1,0 +1,59 @@
+"""``dvc repro synth prepare`` runs the real dvc.yaml end to end on a tiny params.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+TINY_PARAMS = """
+synth:
+  matrix_size: 48
+  pixel_spacing_mm: [6.0, 7.0]
+  slice_thickness_mm: [5.0, 6.0]
+  coverage_mm: [150.0, 180.0]
+  slice_count: [20, 40]
+  lesion_diameter_mm: [8.0, 20.0]
+  vessel_max_segments: 50
+synth_run: {n: 3, seed: 1, workers: 1}
+prepare:
+  split: {seed: 0, val_fraction: 0.34, test_fraction: 0.0}
+  preprocess: {target_spacing_mm: [3.0, 3.0, 4.5], crop: body}
+  cache_dtype: float16
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (BIN / "dvc").exists(), reason="dvc is not installed in this environment")
+def test_dvc_repro_synth_prepare_on_tiny_params(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copytree(
+        ROOT / "pipelines", tmp_path / "pipelines", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (tmp_path / "params.yaml").write_text(TINY_PARAMS, encoding="utf-8")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env["PYTHONPATH"] = str(tmp_path)
+    dvc = str(BIN / "dvc")
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
+    result = subprocess.run(
+        [dvc, "repro", "synth", "prepare"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    index = json.loads((tmp_path / "data/prepared/prepared.json").read_text())
+    assert len(index["cases"]) == 3 and index["failures"] == []
+    assert {c["split"] for c in index["cases"]} == {"train", "val"}
+    assert all((tmp_path / "data/prepared" / c["cache"]).is_file() for c in index["cases"])
+    assert (tmp_path / "dvc.lock").is_file()
