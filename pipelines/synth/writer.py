@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
-from pydicom.valuerep import DA, TM
+from pydicom.valuerep import DA, DT, TM
 
 from pipelines.datasets.manifest import Case, ImageFormat, LabelFormat
 from pipelines.dicom.write_ct import write_ct_series
@@ -100,6 +100,18 @@ def write_label_seg(study: SynthStudy, ct_paths: list[Path], path: Path) -> None
         series_date=date,
         series_time=dt.time(9, 0),
     )
+    _pin_generated_values(seg, uid_seed, date)
+    seg.save_as(path, enforce_file_format=True)
+
+
+def _pin_generated_values(seg: hd.seg.Segmentation, uid_seed: str, date: dt.date) -> None:
+    """Replace the creation times and random UIDs highdicom adds, so SEG files are reproducible."""
     seg.InstanceCreationDate = DA(date)
     seg.InstanceCreationTime = TM(dt.time(9, 0))
-    seg.save_as(path, enforce_file_format=True)
+    stamp = DT(dt.datetime.combine(date, dt.time(9, 0)))
+    for item in seg.get("ContributingEquipmentSequence", []):
+        item.ContributionDateTime = stamp
+    organization_uid = generate_uid(entropy_srcs=[uid_seed, "seg-dimension-organization"])
+    for sequence in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in seg.get(sequence, []):
+            item.DimensionOrganizationUID = organization_uid
