@@ -37,7 +37,7 @@ def read_stored_frames(inst: InstanceHeader) -> np.ndarray:
         UnsupportedTransferSyntaxError: no decoder for the file's transfer syntax.
         UndecodablePixelDataError: the decoder rejected the stream.
     """
-    if _is_fast_native(inst):
+    if is_fast_native(inst):
         return _read_native(inst)
     if not decoder_available(inst.transfer_syntax_uid):
         raise UnsupportedTransferSyntaxError(
@@ -57,7 +57,8 @@ def read_stored_frames(inst: InstanceHeader) -> np.ndarray:
     return frames.reshape(inst.n_frames, inst.rows, inst.columns)
 
 
-def _is_fast_native(inst: InstanceHeader) -> bool:
+def is_fast_native(inst: InstanceHeader) -> bool:
+    """True when the pixels can be read straight from the file (native little-endian 16-bit)."""
     return (
         inst.transfer_syntax_uid in NATIVE_LITTLE_ENDIAN
         and inst.pixel_data_offset >= 0

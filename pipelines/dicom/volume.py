@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 from pipelines.dicom.geometry import GeometryTolerances, stack_slices
 from pipelines.dicom.header import InstanceHeader
 from pipelines.dicom.index import SeriesEntry, index_inputs
-from pipelines.dicom.pixels import read_stored_frames
+from pipelines.dicom.pixels import is_fast_native, read_stored_frames
 from pipelines.dicom.selection import SelectionRules, check_content, series_placements
 from pipelines.errors import (
     MissingAttributeError,
@@ -109,8 +109,7 @@ def _read(instances: Sequence[InstanceHeader], policy: ReadPolicy) -> Volume:
     volume = np.empty(shape, dtype=np.float32)
     defaults: list[str] = []
 
-    def fill(inst: InstanceHeader) -> None:
-        stored = read_stored_frames(inst)
+    def fill(inst: InstanceHeader, stored: np.ndarray) -> None:
         for f in range(inst.n_frames):
             slope, intercept = inst.rescale[min(f, len(inst.rescale) - 1)]
             if math.isnan(slope) or math.isnan(intercept):
@@ -121,12 +120,27 @@ def _read(instances: Sequence[InstanceHeader], policy: ReadPolicy) -> Volume:
             np.multiply(stored[f], np.float32(slope), out=out, dtype=np.float32)
             out += np.float32(intercept)
 
-    with ThreadPoolExecutor(max_workers=policy.threads or os.cpu_count() or 1) as pool:
-        list(pool.map(fill, instances))
+    workers = policy.threads or os.cpu_count() or 1
+    for inst, stored in zip(instances, _decode_all(instances, workers), strict=True):
+        fill(inst, stored)
     ordered = [frames[i] for i in stacked.order]
     for note in sorted(set(defaults))[:5]:
         log.warning("default applied: %s", note)
     return Volume(volume, stacked.affine_lps, _provenance(instances, ordered, defaults))
+
+
+def _decode_all(instances: Sequence[InstanceHeader], workers: int) -> Iterator[np.ndarray]:
+    """Stored frames of every instance, in order.
+
+    Native pixels are plain file reads, run in threads (I/O releases the GIL). The compressed
+    decoders hold the GIL, where threads were measured slower than one (benchmarks/RESULTS.md),
+    so those are decoded one after another.
+    """
+    if any(not is_fast_native(inst) for inst in instances):
+        yield from map(read_stored_frames, instances)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(read_stored_frames, instances)
 
 
 def _provenance(
