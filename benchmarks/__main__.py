@@ -1,0 +1,28 @@
+"""Run every benchmark (``python -m benchmarks [--quick] [NAME ...]``) and print their tables."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from benchmarks.common import print_table
+
+BENCHMARKS = {
+    "dicom_read": "DICOM series read (float32 HU volume)",
+    "synth": "Synthetic study generation",
+    "prepare": "Prepare one study (read + preprocess + cache)",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="default: all")
+    parser.add_argument("--quick", action="store_true", help="tiny inputs (smoke test)")
+    args = parser.parse_args()
+    for name in args.names or list(BENCHMARKS):
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        print_table(BENCHMARKS[name], module.run(quick=args.quick))
+
+
+if __name__ == "__main__":
+    main()
