@@ -1,20 +1,32 @@
-"""Train/validation/test splits by patient, stratified by whether the patient has a lesion.
+"""Train/validation/test splits by patient, stable as a dataset grows.
 
 Every case of a patient lands in the same split (no patient leaks between training and test).
-Within each stratum (patients with at least one lesion, patients without), patients are ordered by
-a hash of ``seed`` and their id, and the first ``round(n * test_fraction)`` go to test, the next
-``round(n * val_fraction)`` to validation, the rest to training. So:
+A patient's split is read off its own hash ``u = patient_hash(seed, patient_id)``, uniform in
+``[0, 1)``, against the cumulative fractions: ``u < test_fraction`` goes to test,
+``u < test_fraction + val_fraction`` to validation, the rest to training. So:
 
-* the same manifest and seed always give the same split, on any machine (no RNG state);
-* the fractions hold in each stratum up to rounding, even for small datasets;
-* adding patients keeps the relative order of the existing ones, so at most one existing patient
-  per boundary and stratum changes split; a patient's own hash never changes.
+* the same manifest and seed always give the same split, on any machine (no RNG state), whatever
+  the case order;
+* adding patients (a new dataset version) never moves an existing patient: its split depends on
+  the seed and its id alone, and on its stratum (whether any of its studies has a lesion) only
+  through the repair below;
+* stratification by lesion holds in expectation: the thresholds are the same in both strata, so
+  each stratum is split in the requested fractions up to sampling noise (about
+  ``sqrt(f (1 - f) / n)`` for a stratum of ``n`` patients), not exactly by rounding.
+
+Tiny datasets: the threshold rule can leave a split empty (for a fraction ``f`` and ``n``
+patients with probability ``(1 - f) ** n``, under 1 % from about 30 patients at ``f = 0.15``).
+Then, as long as there are at least as many patients as splits to fill, the empty split
+(training, then validation, then test; a split whose fraction is 0 stays empty) takes one patient
+from the largest split: from the donor's stratum with the most patients, the one whose hash lies
+nearest the empty split's interval (ties by id). The repair is deterministic, but a repaired
+patient is the one exception to stability: once the split fills by the rule, it returns to its
+own split. With fewer patients than splits to fill, every patient keeps its hash split.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +48,15 @@ class SplitConfig(BaseModel):
             raise ValueError("val_fraction + test_fraction must leave cases for training (< 1)")
         return self
 
+    def intervals(self) -> dict[Split, tuple[float, float]]:
+        """The hash interval ``[low, high)`` of each split."""
+        test, val = self.test_fraction, self.val_fraction
+        return {
+            Split.TEST: (0.0, test),
+            Split.VAL: (test, test + val),
+            Split.TRAIN: (test + val, 1.0),
+        }
+
 
 def patient_hash(seed: int, patient_id: str) -> float:
     """A uniform number in ``[0, 1)`` fixed by ``seed`` and ``patient_id`` alone."""
@@ -43,34 +64,51 @@ def patient_hash(seed: int, patient_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def split_by_hash(u: float, config: SplitConfig) -> Split:
+    """The split whose interval holds the patient hash ``u``."""
+    if u < config.test_fraction:
+        return Split.TEST
+    if u < config.test_fraction + config.val_fraction:
+        return Split.VAL
+    return Split.TRAIN
+
+
 def assign_splits(manifest: Manifest, config: SplitConfig) -> Manifest:
     """Return a copy of ``manifest`` with every case's ``split`` set (see module docstring)."""
     has_lesion: dict[str, bool] = {}
     for case in manifest.cases:
         has_lesion[case.patient_id] = has_lesion.get(case.patient_id, False) or case.has_lesion
-    split_of: dict[str, Split] = {}
-    for stratum in (True, False):
-        patients = sorted(
-            (p for p, lesion in has_lesion.items() if lesion is stratum),
-            key=lambda p: (patient_hash(config.seed, p), p),
-        )
-        split_of.update(_split_ordered(patients, config))
+    hashes = {p: patient_hash(config.seed, p) for p in has_lesion}
+    split_of = {p: split_by_hash(u, config) for p, u in hashes.items()}
+    _fill_empty_splits(split_of, hashes, has_lesion, config)
     cases = [
         case.model_copy(update={"split": split_of[case.patient_id]}) for case in manifest.cases
     ]
     return manifest.model_copy(update={"cases": cases})
 
 
-def _split_ordered(patients: list[str], config: SplitConfig) -> dict[str, Split]:
-    n = len(patients)
-    n_test = min(n, math.floor(n * config.test_fraction + 0.5))
-    n_val = min(n - n_test, math.floor(n * config.val_fraction + 0.5))
-    result: dict[str, Split] = {}
-    for rank, patient in enumerate(patients):
-        if rank < n_test:
-            result[patient] = Split.TEST
-        elif rank < n_test + n_val:
-            result[patient] = Split.VAL
-        else:
-            result[patient] = Split.TRAIN
-    return result
+def _fill_empty_splits(
+    split_of: dict[str, Split],
+    hashes: dict[str, float],
+    has_lesion: dict[str, bool],
+    config: SplitConfig,
+) -> None:
+    """Give each empty split with a positive fraction one patient, in place (tiny datasets)."""
+    intervals = config.intervals()
+    wanted = [s for s in (Split.TRAIN, Split.VAL, Split.TEST) if intervals[s][1] > intervals[s][0]]
+    if len(split_of) < len(wanted):
+        return
+    for empty in wanted:
+        members = {s: sorted(p for p, t in split_of.items() if t is s) for s in Split}
+        if members[empty]:
+            continue
+        donor = max(wanted, key=lambda s: (len(members[s]), -wanted.index(s)))
+        strata = [[p for p in members[donor] if has_lesion[p] is flag] for flag in (True, False)]
+        pool = max(strata, key=len)
+        low, high = intervals[empty]
+        split_of[min(pool, key=lambda p: (_gap(hashes[p], low, high), p))] = empty
+
+
+def _gap(u: float, low: float, high: float) -> float:
+    """How far ``u`` lies outside ``[low, high)``."""
+    return max(low - u, u - high, 0.0)
