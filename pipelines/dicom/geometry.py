@@ -179,26 +179,32 @@ def stack_slices(
 def _check_consistent(placements: Sequence[SlicePlacement], tol: GeometryTolerances) -> None:
     first = placements[0]
     check_orientation(first.orientation, atol=tol.orientation_atol)
-    reference = np.asarray(first.orientation, float)
-    for p in placements[1:]:
-        if not np.allclose(p.orientation, reference, atol=tol.orientation_atol):
-            raise InconsistentGeometryError(
-                "Slices of the series have different orientations.",
-                expected=list(first.orientation),
-                found=list(p.orientation),
-            )
-        if (p.rows, p.columns) != (first.rows, first.columns):
-            raise InconsistentGeometryError(
-                "Slices of the series have different matrix sizes.",
-                expected=[first.rows, first.columns],
-                found=[p.rows, p.columns],
-            )
-        if not np.allclose(p.pixel_spacing_mm, first.pixel_spacing_mm, rtol=1e-3, atol=1e-4):
-            raise InconsistentGeometryError(
-                "Slices of the series have different pixel spacings.",
-                expected=list(first.pixel_spacing_mm),
-                found=list(p.pixel_spacing_mm),
-            )
+    orientations = np.array([p.orientation for p in placements], float)
+    off = np.flatnonzero(
+        np.any(np.abs(orientations - orientations[0]) > tol.orientation_atol, axis=1)
+    )
+    if off.size:
+        raise InconsistentGeometryError(
+            "Slices of the series have different orientations.",
+            expected=list(first.orientation),
+            found=list(placements[int(off[0])].orientation),
+        )
+    matrices = {(p.rows, p.columns) for p in placements}
+    if len(matrices) > 1:
+        raise InconsistentGeometryError(
+            "Slices of the series have different matrix sizes.",
+            expected=[first.rows, first.columns],
+            found=list(sorted(matrices - {(first.rows, first.columns)})[0]),
+        )
+    spacings = np.array([p.pixel_spacing_mm for p in placements], float)
+    reference = spacings[0]
+    off = np.flatnonzero(np.any(np.abs(spacings - reference) > 1e-4 + 1e-3 * reference, axis=1))
+    if off.size:
+        raise InconsistentGeometryError(
+            "Slices of the series have different pixel spacings.",
+            expected=list(first.pixel_spacing_mm),
+            found=list(placements[int(off[0])].pixel_spacing_mm),
+        )
 
 
 def _check_steps(steps: np.ndarray, tol: GeometryTolerances) -> float:

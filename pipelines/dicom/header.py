@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from pipelines.dicom.fastheader import scan_header
 from pipelines.dicom.geometry import SlicePlacement
 from pipelines.errors import (
     AbsurdLengthError,
@@ -36,6 +38,8 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 #: No header value of an image file is larger than this; a longer declared length is corrupt.
 MAX_HEADER_VALUE_BYTES = 64 * 1024**2
+#: Where header values come from: a pydicom Dataset, or the fast scanner's keyword dict.
+Fields = Dataset | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def parse_header(path: Path, display_name: str | None = None) -> tuple[Dataset, 
         if not deflated:  # offsets of a deflated file point into the inflated stream
             _check_deferred_lengths(ds, size, name)
         try:
-            return ds, _summarise(ds, path, name, in_memory=deflated)
+            return ds, _summarise_dataset(ds, path, name, in_memory=deflated)
         except (ValueError, TypeError, OverflowError) as exc:  # pydicom converts values lazily
             raise InvalidAttributeError(
                 f"{name} holds an attribute value that does not conform to DICOM: {exc}", path=name
@@ -203,12 +207,49 @@ def _expected_pixel_bytes(ds: Dataset) -> int:
     )
 
 
-def _summarise(ds: Dataset, path: Path, name: str, *, in_memory: bool) -> InstanceHeader:
+def read_header(path: Path, display_name: str | None = None) -> InstanceHeader:
+    """What Basira needs from ``path``'s header, read the fastest safe way.
+
+    The tag-targeted scanner (:mod:`pipelines.dicom.fastheader`) answers for ordinary files;
+    anything it is unsure of goes through :func:`parse_header`, which raises the precise error.
+
+    Raises:
+        The errors of :func:`parse_header`.
+    """
+    name = display_name or str(path)
+    values = scan_header(path)
+    if values is not None:
+        sop_class = values.get("SOPClassUID") or values.get("MediaStorageSOPClassUID", "")
+        try:
+            return _summarise(
+                values, path, name, sop_class, values.get("TransferSyntaxUID", ""), values["_pixel"]
+            )
+        except (ValueError, TypeError, OverflowError):
+            pass  # pydicom's full parse below words the error
+    return parse_header(path, name)[1]
+
+
+def _summarise_dataset(ds: Dataset, path: Path, name: str, *, in_memory: bool) -> InstanceHeader:
     meta = getattr(ds, "file_meta", None)
     sop_class = str(
         ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "")
     )
-    transfer_syntax = _transfer_syntax(ds)
+    pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
+    offset, length = (-1, 0) if in_memory else _pixel_data_extent(pixel)
+    return _summarise(
+        ds, path, name, sop_class, _transfer_syntax(ds), (pixel is not None, offset, length)
+    )
+
+
+def _summarise(
+    fields: Fields,
+    path: Path,
+    name: str,
+    sop_class: str,
+    transfer_syntax: str,
+    pixel: tuple[bool, int, int],
+) -> InstanceHeader:
+    """The header record from ``fields`` (a pydicom Dataset, or the scanner's keyword dict)."""
     if sop_class == MEDIA_STORAGE_DIRECTORY:
         return _directory_header(path, name, transfer_syntax)
     if not transfer_syntax:
@@ -216,42 +257,42 @@ def _summarise(ds: Dataset, path: Path, name: str, *, in_memory: bool) -> Instan
             f"{name} has no Transfer Syntax UID in its file meta; its pixels cannot be read.",
             path=name,
         )
-    study, series = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+    study = str(fields.get("StudyInstanceUID", "") or "")
+    series = str(fields.get("SeriesInstanceUID", "") or "")
     if not study or not series:
         raise MissingAttributeError(
             f"{name} has no Study or Series Instance UID, so it cannot be grouped.", path=name
         )
-    pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
-    offset, length = (-1, 0) if in_memory else _pixel_data_extent(pixel)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = int(fields.get("NumberOfFrames", 1) or 1)
+    has_pixel_data, offset, length = pixel
     header = InstanceHeader(
         path=path,
         display_name=name,
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        sop_instance_uid=str(fields.get("SOPInstanceUID", "") or ""),
         sop_class_uid=sop_class,
         study_instance_uid=study,
         series_instance_uid=series,
-        modality=str(ds.get("Modality", "")),
+        modality=str(fields.get("Modality", "") or ""),
         transfer_syntax_uid=transfer_syntax,
-        image_type=tuple(str(v).upper() for v in _as_list(ds.get("ImageType"))),
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
+        image_type=tuple(str(v).strip().upper() for v in _as_list(fields.get("ImageType"))),
+        rows=int(fields.get("Rows", 0) or 0),
+        columns=int(fields.get("Columns", 0) or 0),
         n_frames=n_frames,
-        samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
-        photometric_interpretation=str(ds.get("PhotometricInterpretation", "")),
-        bits_allocated=int(ds.get("BitsAllocated", 0) or 0),
-        bits_stored=int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 0) or 0),
-        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
-        rescale_type=str(ds.get("RescaleType", "") or ""),
-        slice_thickness_mm=_slice_thickness(ds),
-        placements=_placements(ds, n_frames),
-        rescale=_rescale(ds, n_frames),
-        has_pixel_data=pixel is not None,
+        samples_per_pixel=int(fields.get("SamplesPerPixel", 1) or 1),
+        photometric_interpretation=str(fields.get("PhotometricInterpretation", "") or ""),
+        bits_allocated=int(fields.get("BitsAllocated", 0) or 0),
+        bits_stored=int(fields.get("BitsStored", 0) or fields.get("BitsAllocated", 0) or 0),
+        pixel_representation=int(fields.get("PixelRepresentation", 0) or 0),
+        rescale_type=str(fields.get("RescaleType", "") or ""),
+        slice_thickness_mm=_slice_thickness(fields),
+        placements=_placements(fields, n_frames),
+        rescale=_rescale(fields, n_frames),
+        has_pixel_data=has_pixel_data,
         pixel_data_offset=offset,
         pixel_data_length=length,
-        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
-        series_description=str(ds.get("SeriesDescription", "") or ""),
-        body_part_examined=str(ds.get("BodyPartExamined", "") or ""),
+        frame_of_reference_uid=str(fields.get("FrameOfReferenceUID", "") or ""),
+        series_description=str(fields.get("SeriesDescription", "") or ""),
+        body_part_examined=str(fields.get("BodyPartExamined", "") or ""),
     )
     _check_pixel_length(header)
     return header
@@ -347,7 +388,7 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
         return None
 
 
-def _slice_thickness(ds: Dataset) -> float | None:
+def _slice_thickness(ds: Fields) -> float | None:
     value = ds.get("SliceThickness")
     if value in (None, ""):
         shared = _functional_group(ds, "SharedFunctionalGroupsSequence", 0)
@@ -359,14 +400,14 @@ def _slice_thickness(ds: Dataset) -> float | None:
         return None
 
 
-def _first_item(ds: Dataset | None, keyword: str) -> Dataset | None:
+def _first_item(ds: Fields | None, keyword: str) -> Dataset | None:
     if ds is None:
         return None
     sequence = ds.get(keyword)
     return sequence[0] if sequence else None
 
 
-def _functional_group(ds: Dataset, keyword: str, index: int) -> Dataset | None:
+def _functional_group(ds: Fields, keyword: str, index: int) -> Dataset | None:
     sequence = ds.get(keyword)
     if not sequence or index >= len(sequence):
         return None
@@ -374,7 +415,7 @@ def _functional_group(ds: Dataset, keyword: str, index: int) -> Dataset | None:
     return item
 
 
-def _frame_attribute(ds: Dataset, frame: int, sequence: str, keyword: str) -> Any:
+def _frame_attribute(ds: Fields, frame: int, sequence: str, keyword: str) -> Any:
     """An enhanced multi-frame attribute: per-frame group first, then shared group."""
     for group_keyword, index in (
         ("PerFrameFunctionalGroupsSequence", frame),
@@ -386,7 +427,7 @@ def _frame_attribute(ds: Dataset, frame: int, sequence: str, keyword: str) -> An
     return None
 
 
-def _placements(ds: Dataset, n_frames: int) -> tuple[SlicePlacement, ...]:
+def _placements(ds: Fields, n_frames: int) -> tuple[SlicePlacement, ...]:
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         placement = _placement(
@@ -421,7 +462,7 @@ def _placement(
     return SlicePlacement(iop, (ipp[0], ipp[1], ipp[2]), (ps[0], ps[1]), rows, columns)
 
 
-def _rescale(ds: Dataset, n_frames: int) -> tuple[tuple[float, float], ...]:
+def _rescale(ds: Fields, n_frames: int) -> tuple[tuple[float, float], ...]:
     if "PerFrameFunctionalGroupsSequence" not in ds:
         return (_slope_intercept(ds.get("RescaleSlope"), ds.get("RescaleIntercept")),)
     return tuple(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.dicom.archive import ArchiveLimits, extract_zip, is_zip
-from pipelines.dicom.header import MEDIA_STORAGE_DIRECTORY, InstanceHeader, parse_header
+from pipelines.dicom.header import MEDIA_STORAGE_DIRECTORY, InstanceHeader, read_header
 from pipelines.dicom.selection import Reason, SelectionRules, judge_series
 from pipelines.errors import BasiraError, InputNotFoundError, NotAnImageError
 
@@ -93,7 +93,7 @@ def index_inputs(
     rejected: list[RejectedFile] = []
     for path, name in _expand(inputs, workdir, archive_limits or ArchiveLimits()):
         try:
-            _, header = parse_header(path, name)
+            header = read_header(path, name)
         except BasiraError as exc:
             rejected.append(RejectedFile(name, exc.code, exc.message))
             continue

@@ -30,15 +30,18 @@ def decoder_available(transfer_syntax_uid: str) -> bool:
         return False
 
 
-def read_stored_frames(inst: InstanceHeader) -> np.ndarray:
+def read_stored_frames(inst: InstanceHeader, scratch: np.ndarray | None = None) -> np.ndarray:
     """The stored values of every frame, shape ``(frames, rows, columns)``, before rescale.
+
+    Native pixels are read into ``scratch`` (a flat 16-bit array at least that large) when one
+    is given, so a reader of many files allocates, and page-faults, once instead of per file.
 
     Raises:
         UnsupportedTransferSyntaxError: no decoder for the file's transfer syntax.
         UndecodablePixelDataError: the decoder rejected the stream.
     """
     if is_fast_native(inst):
-        return _read_native(inst)
+        return _read_native(inst, scratch)
     if not decoder_available(inst.transfer_syntax_uid):
         raise UnsupportedTransferSyntaxError(
             f"{inst.display_name}: no installed decoder reads transfer syntax "
@@ -67,11 +70,16 @@ def is_fast_native(inst: InstanceHeader) -> bool:
     )
 
 
-def _read_native(inst: InstanceHeader) -> np.ndarray:
+def _read_native(inst: InstanceHeader, scratch: np.ndarray | None) -> np.ndarray:
     dtype = np.dtype("<i2") if inst.pixel_representation else np.dtype("<u2")
     count = inst.n_frames * inst.rows * inst.columns
-    raw = np.fromfile(inst.path, dtype=dtype, count=count, offset=inst.pixel_data_offset)
-    if raw.size != count:
+    if scratch is None or scratch.size < count:
+        scratch = np.empty(count, dtype)
+    raw = scratch[:count].view(dtype)
+    with open(inst.path, "rb") as fh:
+        fh.seek(inst.pixel_data_offset)
+        got = fh.readinto(raw.data.cast("B"))
+    if got != count * 2:
         raise UndecodablePixelDataError(
             f"{inst.display_name}: the file changed while it was read.", path=inst.display_name
         )

@@ -6,11 +6,12 @@ viewer all read through :func:`read_series_volume`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,40 +108,60 @@ def _read(instances: Sequence[InstanceHeader], policy: ReadPolicy) -> Volume:
         )
     slot = {(id(inst), f): k for k, (inst, f) in enumerate(frames[i] for i in stacked.order)}
     volume = np.empty(shape, dtype=np.float32)
-    defaults: list[str] = []
 
-    def fill(inst: InstanceHeader, stored: np.ndarray) -> None:
-        for f in range(inst.n_frames):
-            slope, intercept = inst.rescale[min(f, len(inst.rescale) - 1)]
-            if math.isnan(slope) or math.isnan(intercept):
-                defaults.append(f"{inst.sop_instance_uid}: RescaleSlope/Intercept absent, 1/0 used")
-                slope = 1.0 if math.isnan(slope) else slope
-                intercept = 0.0 if math.isnan(intercept) else intercept
-            out = volume[slot[(id(inst), f)]]
-            np.multiply(stored[f], np.float32(slope), out=out, dtype=np.float32)
-            out += np.float32(intercept)
+    def fill(chunk: Sequence[InstanceHeader]) -> list[str]:
+        scratch = np.empty(rows * columns * max(i.n_frames for i in chunk), np.int16)
+        notes: list[str] = []
+        for inst in chunk:
+            targets = [volume[slot[(id(inst), f)]] for f in range(inst.n_frames)]
+            notes += _to_hu(read_stored_frames(inst, scratch), inst, targets)
+        return notes
 
-    workers = policy.threads or os.cpu_count() or 1
-    for inst, stored in zip(instances, _decode_all(instances, workers), strict=True):
-        fill(inst, stored)
+    by_slot = sorted(instances, key=lambda inst: slot[(id(inst), 0)])
+    defaults = [note for notes in _map(fill, by_slot, policy) for note in notes]
     ordered = [frames[i] for i in stacked.order]
     for note in sorted(set(defaults))[:5]:
         log.warning("default applied: %s", note)
     return Volume(volume, stacked.affine_lps, _provenance(instances, ordered, defaults))
 
 
-def _decode_all(instances: Sequence[InstanceHeader], workers: int) -> Iterator[np.ndarray]:
-    """Stored frames of every instance, in order.
+def _to_hu(stored: np.ndarray, inst: InstanceHeader, out: Sequence[np.ndarray]) -> list[str]:
+    """Write each stored frame's HU values into its slice of the volume; return defaults used."""
+    defaults = []
+    for f, target in enumerate(out):
+        slope, intercept = inst.rescale[min(f, len(inst.rescale) - 1)]
+        if math.isnan(slope) or math.isnan(intercept):
+            defaults.append(f"{inst.sop_instance_uid}: RescaleSlope/Intercept absent, 1/0 used")
+            slope = 1.0 if math.isnan(slope) else slope
+            intercept = 0.0 if math.isnan(intercept) else intercept
+        if slope == 1.0:
+            np.add(stored[f], np.float32(intercept), out=target, dtype=np.float32)
+        else:
+            np.multiply(stored[f], np.float32(slope), out=target, dtype=np.float32)
+            target += np.float32(intercept)
+    return defaults
 
-    Native pixels are plain file reads, run in threads (I/O releases the GIL). The compressed
-    decoders hold the GIL, where threads were measured slower than one (benchmarks/RESULTS.md),
-    so those are decoded one after another.
+
+def _map(
+    fill: Callable[[Sequence[InstanceHeader]], list[str]],
+    instances: Sequence[InstanceHeader],
+    policy: ReadPolicy,
+) -> Iterator[list[str]]:
+    """``fill`` the volume from ``instances`` (in slice order) and yield the defaults used.
+
+    Native reads and the HU conversion release the GIL, so each thread takes one contiguous
+    run of slices: threads writing neighbouring slices contend for the same freshly mapped
+    (huge) pages, which measured slower than one thread. The compressed decoders hold the
+    GIL, where threads were measured slower than one (benchmarks/RESULTS.md).
     """
     if any(not is_fast_native(inst) for inst in instances):
-        yield from map(read_stored_frames, instances)
+        yield fill(instances)
         return
+    workers = max(1, min(policy.threads or os.cpu_count() or 1, len(instances)))
+    bounds = [round(len(instances) * w / workers) for w in range(workers + 1)]
+    chunks = [instances[a:b] for a, b in itertools.pairwise(bounds)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(read_stored_frames, instances)
+        yield from pool.map(fill, chunks)
 
 
 def _provenance(
