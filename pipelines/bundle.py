@@ -1,0 +1,202 @@
+"""The model bundle config: ``models/<name>/bundle.yaml``, one typed file per model.
+
+A bundle is everything needed to rebuild, train and run a model the same way everywhere: the
+preprocessing contract (the :class:`~pipelines.transforms.PreprocessConfig` that ``prepare``
+and the service use), the network by registry name, the patch size, the training recipe, the
+sliding-window settings, how probability maps become findings, the intended use, and slots the
+evaluation and export steps fill (calibration file, operating point, checksums).
+
+Spatial sizes are array order ``(k, j, i)``, the order of the cached volumes. Every model has
+``extra="forbid"``: a typo in a bundle fails on load, naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.errors import ConfigError, InputNotFoundError
+from pipelines.findings import FindingsConfig
+from pipelines.networks import known_networks, size_divisor
+from pipelines.transforms import PreprocessConfig
+
+PositiveSize = tuple[
+    Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkConfig(_Strict):
+    """A registered network (see :mod:`pipelines.networks`) and overrides of its defaults."""
+
+    name: str = "unet"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> NetworkConfig:
+        if self.name not in known_networks():
+            raise ValueError(f"unknown network '{self.name}'; known: {known_networks()}")
+        return self
+
+
+class LossName(StrEnum):
+    """Segmentation losses on one sigmoid channel (see ``pipelines.training.losses``)."""
+
+    DICE_FOCAL = "dice_focal"
+    DICE_CE = "dice_ce"
+
+
+class TrainingConfig(_Strict):
+    """The optimisation recipe. Patience counts validations, not epochs."""
+
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    patches_per_case: int = Field(default=4, ge=1)
+    positive_fraction: float = Field(default=0.5, ge=0, le=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    loss: LossName = LossName.DICE_FOCAL
+    seed: int = 0
+    early_stopping_patience: int = Field(default=3, ge=1)
+    validate_every: int = Field(default=5, ge=1)
+    amp: bool = True  # only ever used on CUDA
+
+
+class AugmentationConfig(_Strict):
+    """Random changes applied to training patches only (probabilities per patch)."""
+
+    flip_prob: float = Field(default=0.5, ge=0, le=1)
+    intensity_scale: float = Field(default=0.1, ge=0, le=1)
+    intensity_shift: float = Field(default=0.05, ge=0, le=1)
+    intensity_prob: float = Field(default=0.5, ge=0, le=1)
+    rotate_deg: float = Field(default=0.0, ge=0, le=45)
+    zoom: float = Field(default=0.0, ge=0, le=0.5)
+    affine_prob: float = Field(default=0.0, ge=0, le=1)
+
+
+class BlendMode(StrEnum):
+    """How overlapping sliding windows are averaged."""
+
+    GAUSSIAN = "gaussian"
+    CONSTANT = "constant"
+
+
+class InferenceConfig(_Strict):
+    """Sliding-window settings for validation, evaluation and serving."""
+
+    roi_size_kji: PositiveSize = (64, 64, 64)
+    overlap: float = Field(default=0.25, ge=0, lt=1)
+    blend: BlendMode = BlendMode.GAUSSIAN
+    sw_batch_size: int = Field(default=2, ge=1)
+
+
+class IntendedUse(_Strict):
+    """What studies the model may be shown; the service refuses the rest."""
+
+    modality: str = "CT"
+    body_part: str = "CHEST"
+    slice_thickness_mm: tuple[Annotated[float, Field(gt=0)], float] = (0.5, 3.0)
+    min_slices: int = Field(default=60, ge=1)
+
+
+class Bundle(_Strict):
+    """``bundle.yaml``: one model's full definition (see module docstring)."""
+
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    description: str = ""
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    patch_size_kji: PositiveSize = (64, 64, 64)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    findings: FindingsConfig = Field(default_factory=FindingsConfig)
+    intended_use: IntendedUse = Field(default_factory=IntendedUse)
+    #: filled by evaluation/export: paths relative to the bundle folder, sha256 per file.
+    calibration: str | None = None
+    operating_point: float | None = Field(default=None, ge=0, le=1)
+    checksums: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sizes_fit_network(self) -> Bundle:
+        divisor = size_divisor(self.network.name, self.network.kwargs)
+        for field_name, size in (
+            ("patch_size_kji", self.patch_size_kji),
+            ("inference.roi_size_kji", self.inference.roi_size_kji),
+        ):
+            if any(s % divisor for s in size):
+                raise ValueError(
+                    f"{field_name} {list(size)} must be multiples of {divisor} "
+                    f"for network '{self.network.name}'"
+                )
+        return self
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read and validate ``bundle.yaml``.
+
+    Raises:
+        InputNotFoundError: ``path`` does not exist.
+        ConfigError: the YAML does not parse or a field is unknown or invalid (the message
+            names the field, e.g. ``training.lr``).
+    """
+    if not path.is_file():
+        raise InputNotFoundError(f"Bundle file {path} does not exist.", path=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of bundle fields.", path=str(path))
+    try:
+        return Bundle.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "bundle"
+        raise ConfigError(f"{path}: {where}: {first['msg']}", path=str(path), field=where) from exc
+
+
+def write_bundle(bundle: Bundle, path: Path) -> None:
+    """Write ``bundle`` as YAML (field order as declared), e.g. after filling its slots."""
+    data = bundle.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def preprocessing_hash(bundle: Bundle) -> str:
+    """sha256 of the preprocessing contract: what must match between training and serving.
+
+    Covers the preprocess config, the patch size and the inference settings, as JSON with sorted
+    keys, so it changes exactly when a model would see different inputs.
+    """
+    contract = {
+        "preprocess": bundle.preprocess.model_dump(mode="json"),
+        "patch_size_kji": list(bundle.patch_size_kji),
+        "inference": bundle.inference.model_dump(mode="json"),
+    }
+    text = json.dumps(contract, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def flatten_bundle(bundle: Bundle) -> dict[str, str]:
+    """Dotted ``key → value`` strings of every field (for tracking params)."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+    walk("", bundle.model_dump(mode="json"))
+    return flat
