@@ -308,6 +308,22 @@ class ConfigError(BasiraError):
     code = "config.invalid"
 
 
+# --- evaluation and calibration -----------------------------------------------------------------
+
+
+class EvaluationError(BasiraError):
+    """Evaluation or calibration data from which the asked-for quantity cannot be computed."""
+
+    code = "evaluation.invalid"
+
+
+class MissingClassError(EvaluationError):
+    """A fit needs both lesion-positive and lesion-negative examples (or at least one positive
+    for a sensitivity target), and the data lacks one: evaluate on a split that has both."""
+
+    code = "evaluation.missing_class"
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []
