@@ -1,5 +1,74 @@
-"""Evaluation as pure functions: FROC/CPM, study-level ROC, Dice, calibration, bootstrap CIs."""
+"""Evaluation as pure functions: FROC/CPM, study-level ROC, Dice, calibration, bootstrap CIs.
 
+``evaluate_cases`` ties them together into one ``metrics.json``; see ``docs/evaluation.md``.
+"""
+
+from pipelines.evaluation.bootstrap import (
+    ConfidenceInterval,
+    bootstrap_case_weights,
+    bootstrap_ci,
+    bootstrap_cis,
+)
+from pipelines.evaluation.calibration import (
+    CalibrationMethod,
+    Calibrator,
+    IsotonicCalibrator,
+    TemperatureCalibrator,
+    calibrator_from_dict,
+    compute_brier,
+    compute_ece,
+    compute_reliability,
+    fit_calibrator,
+    fit_isotonic,
+    fit_temperature,
+)
+from pipelines.evaluation.classification import (
+    OperatingPoint,
+    compute_roc_auc,
+    compute_roc_curve,
+    compute_sensitivity_specificity,
+    operating_point_for_sensitivity,
+)
 from pipelines.evaluation.froc import FP_RATES, CaseDetections, FrocResult, compute_froc
+from pipelines.evaluation.report import CaseRecord, EvaluationConfig, evaluate_cases, write_metrics
+from pipelines.evaluation.segmentation import (
+    DiceCounts,
+    compute_dice_counts,
+    compute_global_dice,
+    compute_mean_dice,
+)
 
-__all__ = ["FP_RATES", "CaseDetections", "FrocResult", "compute_froc"]
+__all__ = [
+    "FP_RATES",
+    "CalibrationMethod",
+    "Calibrator",
+    "CaseDetections",
+    "CaseRecord",
+    "ConfidenceInterval",
+    "DiceCounts",
+    "EvaluationConfig",
+    "FrocResult",
+    "IsotonicCalibrator",
+    "OperatingPoint",
+    "TemperatureCalibrator",
+    "bootstrap_case_weights",
+    "bootstrap_ci",
+    "bootstrap_cis",
+    "calibrator_from_dict",
+    "compute_brier",
+    "compute_dice_counts",
+    "compute_ece",
+    "compute_froc",
+    "compute_global_dice",
+    "compute_mean_dice",
+    "compute_reliability",
+    "compute_roc_auc",
+    "compute_roc_curve",
+    "compute_sensitivity_specificity",
+    "evaluate_cases",
+    "fit_calibrator",
+    "fit_isotonic",
+    "fit_temperature",
+    "operating_point_for_sensitivity",
+    "write_metrics",
+]

@@ -140,7 +140,8 @@ def compute_froc_curves(
 
     Returns:
         ``fps_per_scan`` and ``sensitivity``, each ``[r, p]``: one point per distinct score plus
-        the origin, thresholds decreasing. Sensitivity is NaN where a weighting holds no lesion.
+        the origin, thresholds decreasing. NaN where a weighting holds no lesion (sensitivity) or
+        no scan (FP rate), as a bootstrap resample of a subgroup can.
     """
     weights = np.atleast_2d(np.asarray(case_weights, dtype=np.float64))
     order = np.argsort(-entries.scores, kind="stable")
@@ -157,8 +158,7 @@ def compute_froc_curves(
     n_lesions = weights @ entries.lesions_per_case
     n_scans = weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sensitivity = cum_tp / n_lesions[:, None]
-    return cum_fp / n_scans[:, None], sensitivity
+        return cum_fp / n_scans[:, None], cum_tp / n_lesions[:, None]
 
 
 def sensitivities_at(
@@ -168,7 +168,10 @@ def sensitivities_at(
     fps = np.atleast_2d(fps_per_scan)
     sens = np.atleast_2d(sensitivity)
     rates = np.asarray(fp_rates, dtype=np.float64)
-    return np.stack([np.interp(rates, x, y) for x, y in zip(fps, sens, strict=True)])
+    out = np.empty((fps.shape[0], rates.size))
+    for row, (x, y) in enumerate(zip(fps, sens, strict=True)):
+        out[row] = np.interp(rates, x, y)
+    return out
 
 
 def compute_froc(
