@@ -30,7 +30,13 @@ from pipelines.evaluation.classification import (
     operating_point_for_sensitivity,
 )
 from pipelines.evaluation.froc import FP_RATES, CaseDetections, FrocResult, compute_froc
-from pipelines.evaluation.report import CaseRecord, EvaluationConfig, evaluate_cases, write_metrics
+from pipelines.evaluation.report import (
+    CaseRecord,
+    EvaluationConfig,
+    evaluate_cases,
+    finding_outcomes,
+    write_metrics,
+)
 from pipelines.evaluation.segmentation import (
     DiceCounts,
     compute_dice_counts,
@@ -66,6 +72,7 @@ __all__ = [
     "compute_roc_curve",
     "compute_sensitivity_specificity",
     "evaluate_cases",
+    "finding_outcomes",
     "fit_calibrator",
     "fit_isotonic",
     "fit_temperature",

@@ -230,6 +230,25 @@ def _calibration_block(
     }
 
 
+def finding_outcomes(
+    cases: Sequence[CaseRecord], detections: Sequence[CaseDetections] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every finding's raw score, outcome (1.0 when it hits a lesion) and case index, each
+    ``[f]`` in case order: what the per-finding calibrator is fit on (validation split)."""
+    detections = detections or [case.detections() for case in cases]
+    scores, hits, case_index = [], [], []
+    for index, detection in enumerate(detections):
+        _, is_fp = match_case(detection)
+        scores.append(np.asarray(detection.pred_scores, dtype=np.float64).reshape(-1))
+        hits.append((~is_fp).astype(np.float64))
+        case_index.append(np.full(is_fp.size, index, dtype=np.int64))
+    return (
+        np.concatenate([np.zeros(0), *scores]),
+        np.concatenate([np.zeros(0), *hits]),
+        np.concatenate([np.zeros(0, np.int64), *case_index]),
+    )
+
+
 def _calibration(
     cases: Sequence[CaseRecord],
     detections: Sequence[CaseDetections],
@@ -239,22 +258,15 @@ def _calibration(
     """Calibration of study probabilities and of finding confidences (outcome: hit a lesion)."""
     study_probs = np.array([case.study_probability for case in cases], dtype=np.float64)
     study_outcomes = np.array([float(bool(case.lesions)) for case in cases])
-    finding_probs, finding_outcomes, finding_case = [], [], []
-    for index, (case, detection) in enumerate(zip(cases, detections, strict=True)):
-        _, is_fp = match_case(detection)
-        for finding, fp in zip(case.findings, is_fp, strict=True):
-            finding_probs.append(
-                finding.score if finding.confidence is None else finding.confidence
-            )
-            finding_outcomes.append(0.0 if fp else 1.0)
-            finding_case.append(index)
-    case_of = np.array(finding_case, dtype=np.int64)
+    _, finding_hits, case_of = finding_outcomes(cases, detections)
+    finding_probs = np.array(
+        [f.score if f.confidence is None else f.confidence for c in cases for f in c.findings],
+        dtype=np.float64,
+    )
     return {
         "n_bins": config.ece_bins,
         "study": _calibration_block(study_probs, study_outcomes, weights, config),
-        "findings": _calibration_block(
-            np.array(finding_probs), np.array(finding_outcomes), weights[:, case_of], config
-        ),
+        "findings": _calibration_block(finding_probs, finding_hits, weights[:, case_of], config),
     }
 
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
 
 from pipelines.datasets.manifest import Lesion
-from pipelines.evaluation.report import CaseRecord, EvaluationConfig, evaluate_cases, write_metrics
+from pipelines.evaluation.calibration import compute_brier, fit_calibrator
+from pipelines.evaluation.report import (
+    CaseRecord,
+    EvaluationConfig,
+    evaluate_cases,
+    finding_outcomes,
+    write_metrics,
+)
 from pipelines.evaluation.segmentation import DiceCounts
-from pipelines.findings import Finding
+from pipelines.findings import Finding, calibrate_findings
 
 FAST = EvaluationConfig(n_bootstrap=200, seed=7)
 
@@ -153,3 +161,18 @@ def test_write_metrics_writes_plain_json_and_pngs(tmp_path, metrics):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
     for png in paths[1:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finding_outcomes_feed_a_calibrator_whose_confidences_are_evaluated():
+    scores, hits, case_index = finding_outcomes(CASES)
+    assert scores.tolist() == [0.9, 0.8, 0.4, 0.3, 0.2, 0.7]
+    assert hits.tolist() == [1, 0, 1, 1, 0, 0]
+    assert case_index.tolist() == [0, 0, 0, 0, 0, 1]
+
+    calibrator = fit_calibrator("isotonic", scores, hits)
+    calibrated = [
+        replace(case, findings=calibrate_findings(case.findings, calibrator)) for case in CASES
+    ]
+    metrics = evaluate_cases(calibrated, FAST)
+    expected = compute_brier(calibrator.apply(scores), hits)
+    assert metrics["calibration"]["findings"]["brier"]["value"] == pytest.approx(expected)
