@@ -49,6 +49,9 @@ def _register_commands() -> None:
 
     app.add_typer(dataset_app, name="dataset")
     app.command("prepare")(prepare_command)
+    from pipelines.training.commands import train_command
+
+    app.command("train")(train_command)
 
 
 def main() -> None:

@@ -299,6 +299,45 @@ class PrepareFailedError(DatasetError):
     code = "dataset.prepare_failed"
 
 
+class EmptySplitError(DatasetError):
+    """The prepared data has no case in a split the job needs (training needs train and val)."""
+
+    code = "dataset.empty_split"
+
+
+class PreprocessMismatchError(DatasetError):
+    """The cache was prepared with other preprocessing than the model bundle declares."""
+
+    code = "dataset.preprocess_mismatch"
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+class TrainingError(BasiraError):
+    """A training run that cannot start or continue as asked."""
+
+    code = "training.invalid"
+
+
+class CheckpointNotFoundError(TrainingError):
+    """``--resume`` was given but the run folder holds no checkpoint."""
+
+    code = "training.no_checkpoint"
+
+
+class CheckpointMismatchError(TrainingError):
+    """The checkpoint was written for another network or preprocessing than the bundle's."""
+
+    code = "training.checkpoint_mismatch"
+
+
+class DeviceUnavailableError(TrainingError):
+    """The requested device (e.g. ``cuda``) is not available on this machine."""
+
+    code = "training.device_unavailable"
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 

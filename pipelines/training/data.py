@@ -1,0 +1,196 @@
+"""Training data from the ``prepare`` cache: balanced patches with augmentation.
+
+Each item of :class:`PatchDataset` is one cached case, cut into ``patches_per_case`` patches of
+the bundle's patch size, a ``positive_fraction`` share of them centred on lesion voxels (MONAI
+``RandCropByPosNegLabeld``; a case without lesions gives background patches only). A loader
+batch of ``batch_size`` cases therefore holds ``batch_size * patches_per_case`` patches.
+
+Randomness is a pure function of ``(seed, epoch, case index)``: the transform chain is reseeded
+for every item, so results do not depend on worker count or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from pipelines.bundle import AugmentationConfig, Bundle
+from pipelines.datasets.manifest import Split
+from pipelines.errors import (
+    ConfigError,
+    EmptySplitError,
+    InputNotFoundError,
+    PreprocessMismatchError,
+)
+from pipelines.prepare import PreparedCase, PreparedIndex, load_prepared_case
+
+_MAX_SEED = 2**31 - 1
+
+
+def read_prepared_index(data_dir: Path) -> PreparedIndex:
+    """Read ``data_dir/prepared.json``.
+
+    Raises:
+        InputNotFoundError: there is no ``prepared.json`` (run ``basira prepare`` first).
+        ConfigError: the file does not validate.
+    """
+    path = data_dir / "prepared.json"
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"{path} does not exist; run 'basira prepare' first.", path=str(path)
+        )
+    try:
+        return PreparedIndex.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is not a valid prepared index: {exc}", path=str(path)) from exc
+
+
+def split_cases(index: PreparedIndex, split: Split) -> list[PreparedCase]:
+    """The cases of ``split``, in index order.
+
+    Raises:
+        EmptySplitError: the split holds no case.
+    """
+    cases = [case for case in index.cases if case.split == split]
+    if not cases:
+        raise EmptySplitError(
+            f"The prepared data has no '{split}' cases; training needs train and val cases.",
+            split=str(split),
+        )
+    return cases
+
+
+def check_preprocess(index: PreparedIndex, bundle: Bundle) -> None:
+    """Refuse a cache prepared with other preprocessing than the bundle's contract.
+
+    Raises:
+        PreprocessMismatchError: naming the fields that differ.
+    """
+    cached = index.config.preprocess.model_dump(mode="json")
+    wanted = bundle.preprocess.model_dump(mode="json")
+    differing = sorted(key for key in wanted if cached.get(key) != wanted[key])
+    if differing:
+        raise PreprocessMismatchError(
+            f"The prepared data was preprocessed differently from bundle '{bundle.name}' "
+            f"({', '.join(differing)}); re-run 'basira prepare' with the bundle's preprocess.",
+            fields=differing,
+        )
+
+
+def _augmentations(config: AugmentationConfig) -> list[Any]:
+    from monai.transforms import RandAffined, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+
+    keys = ["image", "label"]
+    chain: list[Any] = [RandFlipd(keys, prob=config.flip_prob, spatial_axis=a) for a in range(3)]
+    chain += [
+        RandScaleIntensityd("image", factors=config.intensity_scale, prob=config.intensity_prob),
+        RandShiftIntensityd("image", offsets=config.intensity_shift, prob=config.intensity_prob),
+    ]
+    if config.affine_prob > 0 and (config.rotate_deg > 0 or config.zoom > 0):
+        chain.append(
+            RandAffined(
+                keys,
+                prob=config.affine_prob,
+                rotate_range=[np.deg2rad(config.rotate_deg)] * 3,
+                scale_range=[config.zoom] * 3,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            )
+        )
+    return chain
+
+
+def build_train_transform(bundle: Bundle) -> Any:
+    """The MONAI dictionary chain: pad, balanced crops, augmentations, float32 tensors.
+
+    Input: ``{"image": [1, k, j, i], "label": [1, k, j, i]}``; output: a list of
+    ``patches_per_case`` such dicts of the bundle's patch size.
+    """
+    from monai.transforms import Compose, EnsureTyped, RandCropByPosNegLabeld, SpatialPadd
+
+    keys = ["image", "label"]
+    training = bundle.training
+    return Compose(
+        [
+            SpatialPadd(keys, spatial_size=bundle.patch_size_kji),
+            RandCropByPosNegLabeld(
+                keys,
+                label_key="label",
+                spatial_size=bundle.patch_size_kji,
+                pos=training.positive_fraction,
+                neg=1.0 - training.positive_fraction,
+                num_samples=training.patches_per_case,
+            ),
+            *_augmentations(bundle.augmentation),
+            EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False),
+        ]
+    )
+
+
+class PatchDataset(Dataset[list[dict[str, torch.Tensor]]]):
+    """Cached cases → lists of augmented patches (see module docstring)."""
+
+    def __init__(self, data_dir: Path, cases: Sequence[PreparedCase], transform: Any, seed: int):
+        self.paths = [data_dir / case.cache for case in cases]
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a new, reproducible set of patches for ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> list[dict[str, torch.Tensor]]:
+        case = load_prepared_case(self.paths[index])
+        item = {
+            "image": case["image"][None].astype(np.float32),
+            "label": (case["label"][None] > 0).astype(np.float32),
+        }
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        self.transform.set_random_state(seed=int(rng.integers(_MAX_SEED)))
+        with warnings.catch_warnings():  # a lesion-free case gives background patches only
+            warnings.filterwarnings("ignore", message="Num foregrounds 0")
+            patches: list[dict[str, torch.Tensor]] = self.transform(item)
+        return patches
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % _MAX_SEED
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def patch_loader(
+    dataset: PatchDataset, batch_size: int, *, rank: int, world_size: int, workers: int
+) -> tuple[DataLoader[Any], DistributedSampler[Any]]:
+    """A loader of ``[b * patches_per_case, 1, k, j, i]`` batches and its (DDP-aware) sampler.
+
+    The sampler shards cases across ``world_size`` processes; with one process it is a seeded
+    shuffle. Call ``sampler.set_epoch`` and ``dataset.set_epoch`` before each epoch.
+    """
+    from monai.data import list_data_collate
+
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=dataset.seed
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=list_data_collate,
+        worker_init_fn=_seed_worker,
+        persistent_workers=False,
+    )
+    return loader, sampler

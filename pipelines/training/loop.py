@@ -1,0 +1,307 @@
+"""``train(bundle, options)``: the training run behind ``basira train``.
+
+One epoch = every training case once (sharded across ``torchrun`` processes), each giving
+``patches_per_case`` balanced patches. AdamW with a cosine learning-rate schedule over the
+bundle's epochs; AMP only on CUDA. Every ``validate_every`` epochs (and after the last) the main
+process validates on the production path (:mod:`pipelines.training.validation`); the best
+validation CPM so far is kept as ``best_model.pt`` and training stops early after
+``early_stopping_patience`` validations without improvement. A checkpoint is written after every
+epoch, so ``resume=True`` continues exactly (same data, same numbers) as if never stopped.
+
+Run folder: ``bundle.yaml`` (the effective bundle), ``checkpoint.pt``, ``best_model.pt``,
+``history.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipelines.bundle import Bundle, flatten_bundle, preprocessing_hash, write_bundle
+from pipelines.datasets.manifest import Split
+from pipelines.engine.torch_engine import TorchEngine, torch_threads
+from pipelines.networks import build_network
+from pipelines.tracking import NullTracker, Tracker, data_version
+from pipelines.training.checkpoint import (
+    BEST_WEIGHTS_NAME,
+    CHECKPOINT_NAME,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from pipelines.training.data import (
+    PatchDataset,
+    build_train_transform,
+    check_preprocess,
+    patch_loader,
+    read_prepared_index,
+    split_cases,
+)
+from pipelines.training.distributed import (
+    DistContext,
+    barrier,
+    broadcast_flag,
+    mean_across,
+    setup_distributed,
+    teardown,
+)
+from pipelines.training.losses import build_loss
+from pipelines.training.progress import TrainProgress
+from pipelines.training.validation import ValidationCase, load_validation_cases, validate
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to run a bundle's recipe: data, output, machine and bookkeeping.
+
+    ``epochs`` overrides the bundle's count; ``threads`` sets torch's CPU threads; ``workers``
+    is the DataLoader process count. ``on_epoch_end(epoch, metrics)`` is called on the main
+    process after each epoch's checkpoint is written.
+    """
+
+    data_dir: Path
+    out_dir: Path
+    resume: bool = False
+    epochs: int | None = None
+    device: str = "cpu"
+    workers: int = 0
+    threads: int | None = None
+    progress: bool = True
+    tracker: Tracker = field(default_factory=NullTracker)
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run achieved; ``history`` holds one metrics dict per epoch."""
+
+    out_dir: Path
+    epochs_completed: int
+    best_metric: float
+    best_epoch: int
+    stopped_early: bool
+    history: list[dict[str, float]]
+
+
+@dataclass
+class _Run:
+    bundle: Bundle
+    options: TrainOptions
+    context: DistContext
+    model: nn.Module
+    trained: nn.Module  # the model, or its DDP wrapper
+    components: dict[str, Any]
+    loss_fn: nn.Module
+    dataset: PatchDataset
+    loader: Any
+    sampler: Any
+    val_cases: list[ValidationCase]
+    state: TrainState
+
+
+def with_epochs(bundle: Bundle, epochs: int | None) -> Bundle:
+    """``bundle`` with ``training.epochs`` replaced (unchanged for ``None``)."""
+    if epochs is None:
+        return bundle
+    training = bundle.training.model_copy(update={"epochs": epochs})
+    return bundle.model_copy(update={"training": training})
+
+
+def train(bundle: Bundle, options: TrainOptions) -> TrainResult:
+    """Train ``bundle`` on the prepared data in ``options.data_dir`` (see module docstring).
+
+    Raises:
+        InputNotFoundError, ConfigError: no or invalid ``prepared.json``.
+        EmptySplitError: no train or no val cases. PreprocessMismatchError: the cache was
+            prepared differently. CheckpointNotFoundError, CheckpointMismatchError: on resume.
+        DeviceUnavailableError: CUDA asked for but absent.
+    """
+    bundle = with_epochs(bundle, options.epochs)
+    context = setup_distributed(options.device)
+    try:
+        with torch_threads(options.threads):
+            run = _prepare(bundle, options, context)
+            return _tracked(run)
+    finally:
+        teardown(context)
+
+
+def _prepare(bundle: Bundle, options: TrainOptions, context: DistContext) -> _Run:
+    from monai.utils import set_determinism
+
+    index = read_prepared_index(options.data_dir)
+    check_preprocess(index, bundle)
+    train_cases = split_cases(index, Split.TRAIN)
+    val_cases = split_cases(index, Split.VAL)
+    training = bundle.training
+    set_determinism(seed=training.seed)
+    model = build_network(bundle.network.name, bundle.network.kwargs).to(context.device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=training.lr, weight_decay=training.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=training.epochs, eta_min=training.lr * 0.01
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=_use_amp(bundle, context))
+    components = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    state = TrainState()
+    if options.resume:
+        state = load_checkpoint(options.out_dir / CHECKPOINT_NAME, bundle, components)
+        scheduler.T_max = training.epochs
+    dataset = PatchDataset(
+        options.data_dir, train_cases, build_train_transform(bundle), training.seed
+    )
+    loader, sampler = patch_loader(
+        dataset,
+        training.batch_size,
+        rank=context.rank,
+        world_size=context.world_size,
+        workers=options.workers,
+    )
+    trained: nn.Module = model
+    if context.distributed:
+        device_ids = [context.device] if context.device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    validation = load_validation_cases(options.data_dir, val_cases) if context.is_main else []
+    return _Run(
+        bundle,
+        options,
+        context,
+        model,
+        trained,
+        components,
+        build_loss(training.loss),
+        dataset,
+        loader,
+        sampler,
+        validation,
+        state,
+    )
+
+
+def _use_amp(bundle: Bundle, context: DistContext) -> bool:
+    return bundle.training.amp and context.device.type == "cuda"
+
+
+def _tracked(run: _Run) -> TrainResult:
+    """Open (or reopen) the tracking run around the epochs; record how it ended."""
+    tracker = run.options.tracker if run.context.is_main else NullTracker()
+    if run.context.is_main:
+        run.options.out_dir.mkdir(parents=True, exist_ok=True)
+        write_bundle(run.bundle, run.options.out_dir / "bundle.yaml")
+        tags = {
+            **data_version(run.options.data_dir),
+            "preprocessing_hash": preprocessing_hash(run.bundle),
+            "device": str(run.context.device),
+            "world_size": str(run.context.world_size),
+        }
+        new_run = run.state.tracking_run_id is None
+        run.state.tracking_run_id = tracker.start(
+            run.options.out_dir.name, flatten_bundle(run.bundle), tags, run.state.tracking_run_id
+        )
+        if new_run:
+            tracker.log_artifact(run.options.out_dir / "bundle.yaml")
+    try:
+        result = _epochs(run, tracker)
+    except BaseException as exc:
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    for name in (BEST_WEIGHTS_NAME, "history.json"):
+        if (run.options.out_dir / name).is_file():
+            tracker.log_artifact(run.options.out_dir / name)
+    tracker.finish("FINISHED")
+    return result
+
+
+def _epochs(run: _Run, tracker: Tracker) -> TrainResult:
+    total = run.bundle.training.epochs
+    stop = False
+    show = run.options.progress and run.context.is_main
+    with TrainProgress(show, total, run.state.epoch) as progress:
+        while run.state.epoch < total and not stop:
+            epoch = run.state.epoch
+            started = time.perf_counter()
+            metrics = {"loss": _train_epoch(run, progress, epoch)}
+            metrics["lr"] = run.components["scheduler"].get_last_lr()[0]
+            run.components["scheduler"].step()
+            if (epoch + 1) % run.bundle.training.validate_every == 0 or epoch + 1 == total:
+                progress.note("validating")
+                stop = _validate(run, metrics)
+            metrics["epoch_seconds"] = time.perf_counter() - started
+            run.state.epoch = epoch + 1
+            _end_epoch(run, tracker, metrics)
+            progress.end_epoch(_summary(epoch, total, metrics))
+    state = run.state
+    return TrainResult(
+        run.options.out_dir, state.epoch, state.best_metric, state.best_epoch, stop, state.history
+    )
+
+
+def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> float:
+    """One pass over this process's share of the training cases; the mean loss of all."""
+    run.sampler.set_epoch(epoch)
+    run.dataset.set_epoch(epoch)
+    run.trained.train()
+    optimizer, scaler = run.components["optimizer"], run.components["scaler"]
+    device = run.context.device
+    amp = _use_amp(run.bundle, run.context)
+    progress.start_epoch(epoch, len(run.loader))
+    total, steps = 0.0, 0
+    for batch in run.loader:
+        images, labels = batch["image"].to(device), batch["label"].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, enabled=amp):
+            loss = run.loss_fn(run.trained(images), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.item())
+        steps += 1
+        progress.step(float(loss.item()))
+    return mean_across(run.context, total / max(steps, 1))
+
+
+def _validate(run: _Run, metrics: dict[str, float]) -> bool:
+    """Main process: validate, keep the best weights, decide on early stopping; broadcast."""
+    stop = False
+    if run.context.is_main:
+        engine = TorchEngine(run.model, run.bundle.inference, device=run.context.device)
+        metrics.update(validate(engine, run.val_cases, run.bundle.findings))
+        state = run.state
+        if metrics["cpm"] > state.best_metric:
+            state.best_metric, state.best_epoch = metrics["cpm"], state.epoch + 1
+            state.validations_without_improvement = 0
+            save_weights(run.options.out_dir / BEST_WEIGHTS_NAME, run.model)
+        else:
+            state.validations_without_improvement += 1
+        stop = state.validations_without_improvement >= run.bundle.training.early_stopping_patience
+    barrier(run.context)
+    return broadcast_flag(run.context, stop)
+
+
+def _end_epoch(run: _Run, tracker: Tracker, metrics: dict[str, float]) -> None:
+    """Main process: history, checkpoint, tracking, callback (in that order)."""
+    if not run.context.is_main:
+        return
+    epoch = run.state.epoch
+    run.state.history.append({"epoch": float(epoch), **metrics})
+    out = run.options.out_dir
+    (out / "history.json").write_text(json.dumps(run.state.history, indent=2) + "\n")
+    save_checkpoint(out / CHECKPOINT_NAME, run.bundle, run.state, run.components)
+    tracker.log_metrics(metrics, step=epoch)
+    if run.options.on_epoch_end is not None:
+        run.options.on_epoch_end(epoch, metrics)
+
+
+def _summary(epoch: int, total: int, metrics: dict[str, float]) -> str:
+    shown = ("loss", "cpm", "auc", "dice")
+    parts = [f"{key} {metrics[key]:.4f}" for key in shown if key in metrics]
+    return f"epoch {epoch + 1}/{total} " + " ".join(parts)
