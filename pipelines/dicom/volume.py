@@ -6,12 +6,11 @@ viewer all read through :func:`read_series_volume`.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,12 @@ import numpy as np
 from pipelines.dicom.geometry import GeometryTolerances, stack_slices
 from pipelines.dicom.header import InstanceHeader
 from pipelines.dicom.index import SeriesEntry, index_inputs
+from pipelines.dicom.parallel import (
+    MIN_FRAMES_FOR_PROCESSES,
+    Placed,
+    contiguous_runs,
+    fill_with_processes,
+)
 from pipelines.dicom.pixels import is_fast_native, read_stored_frames
 from pipelines.dicom.selection import SelectionRules, check_content, series_placements
 from pipelines.errors import (
@@ -41,8 +46,8 @@ class ReadPolicy:
     geometry: GeometryTolerances = field(default_factory=GeometryTolerances)
     #: refuse volumes whose float32 array would exceed this many bytes
     max_volume_bytes: int = 4 * 1024**3
-    #: decoding threads; None uses every core
-    threads: int | None = None
+    #: threads (native pixels) or processes (compressed pixels); None uses every core
+    workers: int | None = None
 
 
 def read_series_volume(
@@ -107,22 +112,53 @@ def _read(instances: Sequence[InstanceHeader], policy: ReadPolicy) -> Volume:
             shape=list(shape),
         )
     slot = {(id(inst), f): k for k, (inst, f) in enumerate(frames[i] for i in stacked.order)}
-    volume = np.empty(shape, dtype=np.float32)
-
-    def fill(chunk: Sequence[InstanceHeader]) -> list[str]:
-        scratch = np.empty(rows * columns * max(i.n_frames for i in chunk), np.int16)
-        notes: list[str] = []
-        for inst in chunk:
-            targets = [volume[slot[(id(inst), f)]] for f in range(inst.n_frames)]
-            notes += _to_hu(read_stored_frames(inst, scratch), inst, targets)
-        return notes
-
-    by_slot = sorted(instances, key=lambda inst: slot[(id(inst), 0)])
-    defaults = [note for notes in _map(fill, by_slot, policy) for note in notes]
+    placed = sorted(
+        ((inst, tuple(slot[(id(inst), f)] for f in range(inst.n_frames))) for inst in instances),
+        key=lambda item: item[1][0],
+    )
+    volume, defaults = _fill(placed, shape, policy)
     ordered = [frames[i] for i in stacked.order]
     for note in sorted(set(defaults))[:5]:
         log.warning("default applied: %s", note)
     return Volume(volume, stacked.affine_lps, _provenance(instances, ordered, defaults))
+
+
+def _fill(
+    placed: Sequence[Placed], shape: tuple[int, int, int], policy: ReadPolicy
+) -> tuple[np.ndarray, list[str]]:
+    """The float32 HU volume from every instance (in slice order), and the defaults applied.
+
+    Native pixels: threads, each filling one contiguous run of slices from a reused scratch
+    buffer (reads and the HU conversion release the GIL; threads writing neighbouring slices
+    contended for the same fresh pages and were no faster than one). Compressed pixels: worker
+    processes (:mod:`pipelines.dicom.parallel`), since the decoders hold the GIL.
+    """
+    workers = max(1, min(policy.workers or os.cpu_count() or 1, len(placed)))
+    native = all(is_fast_native(inst) for inst, _ in placed)
+    if not native and workers > 1 and shape[0] >= MIN_FRAMES_FOR_PROCESSES:
+        return fill_with_processes(placed, shape, _fill_one, workers)
+    volume = np.empty(shape, dtype=np.float32)
+    if not native:
+        return volume, [n for inst, ks in placed for n in _fill_one(inst, [volume[k] for k in ks])]
+    rows, columns = shape[1], shape[2]
+
+    def fill_run(run: Sequence[Placed]) -> list[str]:
+        scratch = np.empty(rows * columns * max(inst.n_frames for inst, _ in run), np.int16)
+        notes: list[str] = []
+        for inst, slices in run:
+            stored = read_stored_frames(inst, scratch)
+            notes += _to_hu(stored, inst, [volume[k] for k in slices])
+        return notes
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = pool.map(fill_run, contiguous_runs(placed, workers))
+        notes = [note for run_notes in runs for note in run_notes]
+    return volume, notes
+
+
+def _fill_one(inst: InstanceHeader, targets: list[np.ndarray]) -> list[str]:
+    """Decode one instance into its slices (module level: worker processes run it)."""
+    return _to_hu(read_stored_frames(inst), inst, targets)
 
 
 def _to_hu(stored: np.ndarray, inst: InstanceHeader, out: Sequence[np.ndarray]) -> list[str]:
@@ -140,28 +176,6 @@ def _to_hu(stored: np.ndarray, inst: InstanceHeader, out: Sequence[np.ndarray]) 
             np.multiply(stored[f], np.float32(slope), out=target, dtype=np.float32)
             target += np.float32(intercept)
     return defaults
-
-
-def _map(
-    fill: Callable[[Sequence[InstanceHeader]], list[str]],
-    instances: Sequence[InstanceHeader],
-    policy: ReadPolicy,
-) -> Iterator[list[str]]:
-    """``fill`` the volume from ``instances`` (in slice order) and yield the defaults used.
-
-    Native reads and the HU conversion release the GIL, so each thread takes one contiguous
-    run of slices: threads writing neighbouring slices contend for the same freshly mapped
-    (huge) pages, which measured slower than one thread. The compressed decoders hold the
-    GIL, where threads were measured slower than one (benchmarks/RESULTS.md).
-    """
-    if any(not is_fast_native(inst) for inst in instances):
-        yield fill(instances)
-        return
-    workers = max(1, min(policy.threads or os.cpu_count() or 1, len(instances)))
-    bounds = [round(len(instances) * w / workers) for w in range(workers + 1)]
-    chunks = [instances[a:b] for a, b in itertools.pairwise(bounds)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(fill, chunks)
 
 
 def _provenance(

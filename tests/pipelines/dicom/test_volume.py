@@ -11,6 +11,7 @@ import pytest
 
 from pipelines.dicom.geometry import GeometryTolerances
 from pipelines.dicom.header import parse_header
+from pipelines.dicom.parallel import MIN_FRAMES_FOR_PROCESSES
 from pipelines.dicom.pixels import decoder_available, read_stored_frames
 from pipelines.dicom.volume import ReadPolicy, read_series_volume
 from pipelines.errors import (
@@ -265,7 +266,34 @@ def test_folder_without_dicom_raises_no_dicom(tmp_path):
 
 def test_read_twice_in_threads_gives_identical_volume(make_series):
     paths = make_series((16, 32, 32))
-    one = read_series_volume(paths, ReadPolicy(threads=1)).array_hu
-    two = read_series_volume(paths, ReadPolicy(threads=2)).array_hu
+    one = read_series_volume(paths, ReadPolicy(workers=1)).array_hu
+    two = read_series_volume(paths, ReadPolicy(workers=2)).array_hu
     assert np.array_equal(one, two)
     shutil.rmtree(paths[0].parent)
+
+
+@pytest.mark.slow
+def test_compressed_series_decoded_in_processes_equals_one_process(make_series):
+    volume = ramp_volume((MIN_FRAMES_FOR_PROCESSES + 2, 24, 20))
+    paths = make_series(volume.shape, volume=volume, transfer_syntax="1.2.840.10008.1.2.5")
+    random.Random(3).shuffle(paths)
+    one = read_series_volume(paths, ReadPolicy(workers=1))
+    two = read_series_volume(paths, ReadPolicy(workers=2))
+    assert np.array_equal(one.array_hu, two.array_hu)
+    assert one.provenance == two.provenance
+    assert np.array_equal(two.array_hu, volume[::-1])  # the series is written head to feet
+
+
+@pytest.mark.slow
+def test_undecodable_slice_in_a_worker_process_raises_undecodable(make_series):
+    paths = make_series(
+        (MIN_FRAMES_FOR_PROCESSES, 32, 32), transfer_syntax="1.2.840.10008.1.2.4.90"
+    )
+    ds = pydicom.dcmread(paths[5])
+    frame = bytearray(ds.PixelData)
+    frame[len(frame) // 2 :] = b"\x00" * (len(frame) - len(frame) // 2)
+    ds.PixelData = bytes(frame)
+    ds.save_as(paths[5])
+    with pytest.raises(UndecodablePixelDataError) as info:
+        read_series_volume(paths, ReadPolicy(workers=2))
+    assert paths[5].name in info.value.message
