@@ -110,3 +110,17 @@ def test_missing_or_invalid_prepared_index_is_refused(tmp_path: Path) -> None:
     (tmp_path / "prepared.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(ConfigError):
         read_prepared_index(tmp_path)
+
+
+def test_worker_processes_give_the_same_batches(prepared: tuple[Path, PreparedIndex]) -> None:
+    data_dir, index = prepared
+    batches = []
+    for workers in (0, 1):
+        dataset = PatchDataset(
+            data_dir, split_cases(index, Split.TRAIN), build_train_transform(tiny_bundle()), seed=0
+        )
+        loader, sampler = patch_loader(dataset, 1, rank=0, world_size=1, workers=workers)
+        sampler.set_epoch(1)
+        dataset.set_epoch(1)
+        batches.append([batch["image"] for batch in loader])
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
