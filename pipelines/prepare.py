@@ -40,13 +40,15 @@ PREPARED_SCHEMA_VERSION = "1.0"
 class PrepareConfig(BaseModel):
     """``params.yaml`` section ``prepare``: how a manifest is split, preprocessed and cached.
 
-    With ``split`` set, splits are (re)assigned; without it the manifest's own are kept.
+    ``split`` is a :class:`SplitConfig` to (re)assign splits by patient hash, one split name
+    (``test``) to put every case in that split (a held-out test set prepared on its own), or
+    None to keep the manifest's own splits.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    split: SplitConfig | None = None
+    split: SplitConfig | Split | None = None
     cache_dtype: Literal["float16", "float32"] = "float16"
 
 
@@ -129,8 +131,11 @@ def prepare_manifest(
             recorded in the returned index, not raised.
     """
     manifest = read_manifest(manifest_path)
-    if config.split is not None:
+    if isinstance(config.split, SplitConfig):
         manifest = assign_splits(manifest, config.split)
+    elif config.split is not None:
+        cases = [case.model_copy(update={"split": config.split}) for case in manifest.cases]
+        manifest = manifest.model_copy(update={"cases": cases})
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     write_manifest(relocate(manifest, manifest_path.parent, out_dir), out_dir / "manifest.json")
     index = PreparedIndex(name=manifest.name, config=config)

@@ -121,6 +121,21 @@ def test_split_in_config_is_applied_and_written(tmp_path: Path) -> None:
     )  # floor(n * source / target)
 
 
+def test_split_name_in_config_puts_every_case_in_that_split(tmp_path: Path) -> None:
+    """A held-out test set is prepared on its own: ``split: test`` labels every case test."""
+    manifest = tmp_path / "manifest.json"
+    import_dataset(Layout.MSD, _msd(tmp_path / "Task06_Lung", n_cases=3), manifest)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "prepare_test:\n  split: test\n  preprocess: {target_spacing_mm: [2.0, 2.0, 3.0]}\n"
+    )
+    config = load_prepare_config(params, "prepare_test")
+    index = prepare_manifest(manifest, tmp_path / "prepared", config)
+    assert [str(c.split) for c in index.cases] == ["test"] * 3
+    written = read_manifest(tmp_path / "prepared" / "manifest.json")
+    assert {str(c.split) for c in written.cases} == {"test"}
+
+
 @pytest.mark.parametrize(
     ("text", "section"),
     [("other: {}\n", "prepare"), ("prepare: {cache_dtype: int8}\n", "prepare"), (": [", "prepare")],
