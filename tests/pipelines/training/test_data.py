@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.bundle import load_bundle
 from pipelines.datasets.manifest import Split
 from pipelines.errors import (
     ConfigError,
@@ -27,6 +28,8 @@ from pipelines.training.data import (
 )
 from pipelines.transforms import PreprocessConfig
 from tests.pipelines.training.conftest import tiny_bundle
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _lesion_cases(index: PreparedIndex) -> list:
@@ -124,3 +127,20 @@ def test_worker_processes_give_the_same_batches(prepared: tuple[Path, PreparedIn
         dataset.set_epoch(1)
         batches.append([batch["image"] for batch in loader])
     assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+
+
+def test_shipped_bundle_transform_with_rotation_and_zoom_keeps_binary_labels() -> None:
+    bundle = load_bundle(ROOT / "models" / "lung-nodule-unet" / "bundle.yaml")
+    bundle = bundle.model_copy(
+        update={"augmentation": bundle.augmentation.model_copy(update={"affine_prob": 1.0})}
+    )
+    transform = build_train_transform(bundle)
+    transform.set_random_state(seed=0)
+    label = np.zeros((1, 40, 72, 70), np.float32)
+    label[0, 15:25, 30:40, 30:40] = 1
+    image = np.random.default_rng(0).random(label.shape).astype(np.float32)
+    patches = transform({"image": image, "label": label})
+    assert len(patches) == bundle.training.patches_per_case
+    for patch in patches:
+        assert patch["image"].shape == (1, *bundle.patch_size_kji)
+        assert set(torch.unique(patch["label"]).tolist()) <= {0.0, 1.0}
