@@ -27,6 +27,7 @@ from torch import nn
 from pipelines.bundle import Bundle, flatten_bundle, preprocessing_hash, write_bundle
 from pipelines.datasets.manifest import Split
 from pipelines.engine.torch_engine import TorchEngine, torch_threads
+from pipelines.evaluation.inference import LoadedCase
 from pipelines.networks import build_network
 from pipelines.tracking import NullTracker, Tracker, data_version
 from pipelines.training.checkpoint import (
@@ -55,7 +56,7 @@ from pipelines.training.distributed import (
 )
 from pipelines.training.losses import build_loss
 from pipelines.training.progress import TrainProgress
-from pipelines.training.validation import ValidationCase, load_validation_cases, validate
+from pipelines.training.validation import load_validation_cases, validate
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class _Run:
     dataset: PatchDataset
     loader: Any
     sampler: Any
-    val_cases: list[ValidationCase]
+    val_cases: list[LoadedCase]
     state: TrainState
 
 
