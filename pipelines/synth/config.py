@@ -108,10 +108,12 @@ class SynthConfig(BaseModel):
         dict[Attachment, float], AfterValidator(_positive_weights)
     ] = {Attachment.NONE: 0.5, Attachment.PLEURA: 0.25, Attachment.VESSEL: 0.25}
     vessel_min_radius_mm: float = Field(
-        default=0.4, gt=0, description="vessel branches stop tapering below this radius"
+        default=0.5, gt=0, description="radius of the terminal vessel branches"
     )
     vessel_max_segments: int = Field(
-        default=6000, ge=10, description="cap on vessel segments per study"
+        default=12000,
+        ge=10,
+        description="vessel segments per study (4 trees, each with 1/8 as terminals)",
     )
     transfer_syntax: str = Field(
         default=str(ExplicitVRLittleEndian),

@@ -18,7 +18,7 @@ from pipelines.synth.anatomy import Array, Phantom, lung_side
 from pipelines.synth.config import Attachment, LesionShape
 from pipelines.synth.grid import Grid
 from pipelines.synth.protocol import LesionPlan
-from pipelines.synth.vessels import Tubes
+from pipelines.synth.vessels import Tubes, tube_mask
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,14 @@ def lung_depth_map(p: Phantom, grid: Grid) -> DepthMap:
     corners = [grid.axis_mm(a)[[0, -1]] for a in range(3)]
     axes = [np.arange(min(c), max(c) + step, step, dtype=np.float32) for c in corners]
     side = lung_side(p, axes[0][None, None, :], axes[1][None, :, None], axes[2][:, None, None])
-    depth = ndimage.distance_transform_edt(side > 0, sampling=step).astype(np.float32)
+    depth = np.zeros(side.shape, np.float32)
+    lungs = ndimage.find_objects((side > 0).astype(np.uint8))
+    if lungs and lungs[0] is not None:  # the transform runs on the lungs' box plus one cell
+        box = tuple(
+            slice(max(s.start - 1, 0), min(s.stop + 1, n))
+            for s, n in zip(lungs[0], side.shape, strict=True)
+        )
+        depth[box] = ndimage.distance_transform_edt(side[box] > 0, sampling=step)
     return DepthMap(depth, np.array([axes[0][0], axes[1][0], axes[2][0]]), step)
 
 
@@ -195,6 +202,12 @@ def _lesion_hu(model: LesionModel, sd: Array) -> Array | float:
     return model.ggo_hu + core * (model.solid_hu - model.ggo_hu)
 
 
+def lesion_box(grid: Grid, model: LesionModel) -> tuple[slice, slice, slice] | None:
+    """Slices ``[k, j, i]`` of a box holding the whole lesion with a margin (None: off grid)."""
+    pad = 2.0 * model.radius_mm + 2 * max(grid.spacing_mm)
+    return grid.box(model.center_mm - pad, model.center_mm + pad)
+
+
 def paint_lesion(
     volume: Array, label: Array, grid: Grid, p: Phantom, model: LesionModel, lesion_id: int
 ) -> int:
@@ -204,8 +217,7 @@ def paint_lesion(
     lesion thinner than a slice still has a mask.
     """
     h = min(grid.spacing_mm[:2])
-    pad = 2.0 * model.radius_mm + 2 * max(grid.spacing_mm)
-    box = grid.box(model.center_mm - pad, model.center_mm + pad)
+    box = lesion_box(grid, model)
     if box is None:
         return 0
     x, y, z = grid.box_coords(box)
@@ -222,15 +234,33 @@ def paint_lesion(
     return int(np.count_nonzero(labels == lesion_id))
 
 
-def attachments(model: LesionModel, depth_map: DepthMap, vessels: Tubes) -> list[str]:
-    """What the placed lesion actually touches: the pleura, a vessel, both or nothing."""
+def attachments(
+    model: LesionModel, lesion_id: int, label: Array, lungs: Array, grid: Grid, vessels: Tubes
+) -> list[str]:
+    """What the painted lesion touches, read from the masks: the pleura, a vessel, both or nothing.
+
+    The lesion's mask (``label == lesion_id``), dilated by one voxel (26-neighbourhood), touches
+    the pleura when it reaches a voxel outside the lungs (``lungs == 0``: chest wall, mediastinum,
+    diaphragm) and a vessel when it overlaps the vessel mask (a vessel running into the lesion
+    counts). ``label`` and ``lungs`` are ``[k, j, i]`` volumes on ``grid``.
+    """
+    outer = lesion_box(grid, model)
+    if outer is None:
+        return []
+    where = np.nonzero(label[outer] == lesion_id)
+    if where[0].size == 0:
+        return []
+    k, j, i = (
+        slice(max(o.start + int(w.min()) - 1, 0), min(o.start + int(w.max()) + 2, n))
+        for o, w, n in zip(outer, where, label.shape, strict=True)
+    )
+    box = (k, j, i)
+    mask = label[box] == lesion_id
+    grown = ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
     found = []
-    if depth_map.at(model.center_mm) <= model.radius_mm + depth_map.spacing_mm:
+    if np.any(grown & (lungs[box] == 0)):
         found.append("pleura")
-    if (
-        len(vessels)
-        and float(vessels.surface_distance_mm(model.center_mm).min()) <= model.radius_mm + 0.5
-    ):
+    if len(vessels) and np.any(grown & tube_mask(grid, box, vessels)):
         found.append("vessel")
     return found
 

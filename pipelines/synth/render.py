@@ -9,7 +9,6 @@ and lesions are added afterwards at full resolution by :mod:`pipelines.synth.ves
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from pipelines.synth.anatomy import (
     AIR_HU,
@@ -192,14 +191,31 @@ def render_anatomy(p: Phantom, grid: Grid, oversample: int) -> tuple[Array, Arra
     y = _coarse_axis(y_full, oversample)[:, None].astype(np.float32)
     volume = np.empty(grid.shape, np.float32)
     lungs = np.empty(grid.shape, np.uint8)
+    rows = _linear_weights(y.shape[0], oversample)
+    columns = _linear_weights(x.shape[1], oversample)
     for k in range(n_k):
         hu, lung = paint_slice(p, x, y, float(z[k]))
         if oversample > 1:
-            volume[k] = ndimage.zoom(hu, oversample, order=1, mode="nearest", grid_mode=True)
+            hu = hu[rows[0]] * rows[2][:, None] + hu[rows[1]] * rows[3][:, None]
+            volume[k] = hu[:, columns[0]] * columns[2] + hu[:, columns[1]] * columns[3]
             lungs[k] = lung.repeat(oversample, 0).repeat(oversample, 1)
         else:
             volume[k], lungs[k] = hu, lung
     return volume, lungs
+
+
+def _linear_weights(n: int, factor: int) -> tuple[Array, Array, Array, Array]:
+    """Linear upsampling of an axis of ``n`` samples by ``factor``: indices and weights.
+
+    Output sample ``o`` sits at input position ``(o + 0.5) / factor - 0.5`` (samples are cell
+    centres, as ``ndimage.zoom(grid_mode=True)``), clamped at the edges; it is
+    ``a[lo] * w_lo + a[hi] * w_hi``. Two gathers per axis cost a fraction of ``ndimage.zoom``.
+    """
+    position = np.clip((np.arange(n * factor) + 0.5) / factor - 0.5, 0, n - 1)
+    lo = np.floor(position).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    w_hi = (position - lo).astype(np.float32)
+    return lo, hi, 1 - w_hi, w_hi
 
 
 def _coarse_axis(axis_mm: Array, factor: int) -> Array:

@@ -63,7 +63,13 @@ def generate_study(config: SynthConfig, seed: int, index: int) -> SynthStudy:
     vessels = _paint_trees(volume, grid, phantom, config, seed, index)
     label = np.zeros(grid.shape, np.uint8)
     lesions = _paint_lesions(
-        volume, label, grid, phantom, protocol, vessels, study_rng(seed, index, Stream.PLACEMENT)
+        volume,
+        (label, lungs),
+        grid,
+        phantom,
+        protocol,
+        vessels,
+        study_rng(seed, index, Stream.PLACEMENT),
     )
     _acquire(volume, grid, protocol, study_rng(seed, index, Stream.NOISE))
     case_id = case_id_for(index)
@@ -99,14 +105,19 @@ def _paint_trees(
 
 def _paint_lesions(
     volume: Array,
-    label: Array,
+    masks: tuple[Array, Array],
     grid: Grid,
     p: Phantom,
     protocol: StudyProtocol,
     vessels: Tubes,
     rng: np.random.Generator,
 ) -> list[Lesion]:
-    """Place and paint the planned lesions; a lesion that finds no room is dropped."""
+    """Place and paint the planned lesions into ``volume`` and the label of ``masks``.
+
+    ``masks`` is (label, lungs). A lesion that finds no room is dropped; what a lesion is attached
+    to is read from the label, lung and vessel masks once it is painted.
+    """
+    label, lungs = masks
     if not protocol.lesions:
         return []
     depth_map = lung_depth_map(p, grid)
@@ -122,7 +133,7 @@ def _paint_lesions(
         if n_voxels == 0:
             continue
         placed.append(model)
-        touched = attachments(model, depth_map, vessels)
+        touched = attachments(model, lesion_id, label, lungs, grid, vessels)
         lesions.append(to_manifest_lesion(model, lesion_id, n_voxels, voxel_ml, touched))
     return lesions
 

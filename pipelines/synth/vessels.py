@@ -51,12 +51,6 @@ def _unit(v: Array) -> Array:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
 
 
-def _perpendicular(dirs: Array, rng: np.random.Generator) -> Array:
-    """A random unit vector perpendicular to each row of ``dirs``."""
-    v = rng.normal(size=dirs.shape)
-    return _unit(v - np.einsum("ij,ij->i", v, dirs)[:, None] * dirs)
-
-
 def hilum_mm(p: Phantom, side: int, vein: bool) -> Array:
     """Where a lung's arterial (or venous) tree enters it."""
     sign = -1.0 if side == 1 else 1.0
@@ -66,21 +60,20 @@ def hilum_mm(p: Phantom, side: int, vein: bool) -> Array:
     return np.array([p.center_x_mm + sign * 0.22 * a, y, p.z_top_mm - w * p.coverage_mm])
 
 
-def _roots(p: Phantom) -> tuple[Array, Array, Array, Array]:
-    """Trunk starts, directions, radii and lung sides of all four trees."""
-    trunks = np.array(
-        [[0.4, 0.0, 1.0], [1.0, -0.3, 0.15], [0.6, -0.8, -0.2], [0.5, 0.7, -0.5], [0.35, 0.2, -1]]
-    )
-    radii = np.array([0.8, 0.85, 0.8, 0.9, 1.0]) * 0.027 * p.half_width_mm
-    starts, dirs, rads, sides = [], [], [], []
-    for side, sign in ((1, -1.0), (2, 1.0)):
-        for vein in (False, True):
-            d = trunks * np.array([sign, 1.0, 1.0])
-            starts.append(np.repeat(hilum_mm(p, side, vein)[None], len(d), 0))
-            dirs.append(_unit(d))
-            rads.append(radii * (0.85 if vein else 1.0))
-            sides.append(np.full(len(d), side))
-    return np.concatenate(starts), np.concatenate(dirs), np.concatenate(rads), np.concatenate(sides)
+def _lung_points(p: Phantom, side: int, n: int, rng: np.random.Generator) -> Array:
+    """``n`` points drawn uniformly inside one lung (rejection sampling in its bounding box)."""
+    a, b = p.cage_axes(np.array(1.0))
+    x0 = p.center_x_mm - float(a) if side == 1 else p.center_x_mm
+    low = np.array([x0, p.center_y_mm - float(b), p.z_top_mm - p.coverage_mm])
+    high = low + np.array([float(a), 2 * float(b), p.coverage_mm * (1 - p.apex_w)])
+    found: list[Array] = []
+    count = 0
+    while count < n:
+        points = rng.uniform(low, high, size=(4 * n, 3))
+        points = points[_inside(p, points, np.full(len(points), side))]
+        found.append(points)
+        count += len(points)
+    return np.concatenate(found)[:n]
 
 
 def _inside(p: Phantom, points: Array, sides: Array) -> Array:
@@ -90,49 +83,77 @@ def _inside(p: Phantom, points: Array, sides: Array) -> Array:
 def grow_vessel_trees(
     p: Phantom, rng: np.random.Generator, *, min_radius_mm: float, max_segments: int
 ) -> Tubes:
-    """Grow the arterial and venous trees of both lungs."""
-    starts, dirs, radii, sides = _roots(p)
-    hila = starts.copy()
+    """Grow the arterial and venous trees of both lungs by splitting their territories.
+
+    Each tree owns ``max_segments // 8`` points spread uniformly through its lung, each point the
+    tip of one terminal branch. A branch heads for the centroid of its territory, stops part of
+    the way there and splits its territory in two across the territory's widest extent
+    perpendicular to the branch; a branch left with one point runs to it. Radii follow Murray's
+    law, ``min_radius_mm * n ** (1/3)`` for a branch feeding ``n`` terminals, so every tree
+    fills its lung and tapers to ``min_radius_mm`` at the periphery, where branches are densest.
+    """
+    n_tips = max(1, max_segments // 8)
+    points: list[Array] = []
+    starts: list[Array] = []
+    ranges: list[tuple[int, int]] = []
+    for side in (1, 2):
+        for vein in (False, True):
+            ranges.append((len(points) * n_tips, (len(points) + 1) * n_tips))
+            points.append(_lung_points(p, side, n_tips, rng))
+            starts.append(hilum_mm(p, side, vein))
+    all_points = np.concatenate([*points, np.zeros((1, 3))])  # a pad row for reduceat
+    lo, hi = (np.array(r) for r in zip(*ranges, strict=True))
+    start = np.array(starts)
     parts: list[Tubes] = []
-    total, generation = 0, 0
-    while len(starts) and total < max_segments:
-        length = radii * rng.uniform(4.5, 7.5, len(radii)) + 1.5
-        ends = starts + length[:, None] * dirs
-        inside = _inside(p, ends, sides)
-        halves = starts + 0.5 * length[:, None] * dirs
-        ends = np.where(inside[:, None], ends, halves)
-        ok = inside | _inside(p, halves, sides) | (generation == 0)
-        radii_end = radii * 0.95
-        seg = Tubes(starts[ok], ends[ok], radii[ok], radii_end[ok], np.full(ok.sum(), generation))
-        parts.append(seg)
-        total += len(seg)
-        grow = ok & (inside | (generation < 2)) & (radii_end >= min_radius_mm)
-        starts, dirs, radii, sides, hila = _branch(
-            rng, ends[grow], dirs[grow], radii_end[grow], sides[grow], hila[grow]
-        )
+    generation = 0
+    while True:
+        n = hi - lo
+        centroid = _range_sums(all_points, lo, hi) / n[:, None]
+        terminal = n == 1
+        reach = np.where(terminal, 1.0, rng.uniform(0.3, 0.5, len(n)))
+        end = start + reach[:, None] * (centroid - start)
+        radius = min_radius_mm * np.cbrt(n)
+        parts.append(Tubes(start, end, 1.1 * radius, radius, np.full(len(n), generation)))
+        keep = ~terminal
+        if not np.any(keep):
+            break
+        lo, hi, end = lo[keep], hi[keep], end[keep]
+        cut = _split_territories(all_points, lo, hi, end - start[keep], rng)
+        start = np.repeat(end, 2, axis=0)
+        lo, hi = np.column_stack([lo, cut]).ravel(), np.column_stack([cut, hi]).ravel()
         generation += 1
     return _concat(parts)
 
 
-def _branch(
-    rng: np.random.Generator, ends: Array, dirs: Array, radii: Array, sides: Array, hila: Array
-) -> tuple[Array, Array, Array, Array, Array]:
-    """Each growing tip continues and (usually) sends off a thinner side branch."""
-    outward = _unit(ends - hila)
-    keep_dirs = _unit(dirs + 0.3 * rng.normal(size=dirs.shape) + 0.25 * outward)
-    angle = rng.uniform(np.radians(35), np.radians(70), len(dirs))[:, None]
-    side_dirs = _unit(np.cos(angle) * dirs + np.sin(angle) * _perpendicular(dirs, rng))
-    side_dirs = _unit(side_dirs + 0.2 * outward)
-    has_side = rng.uniform(size=len(dirs)) < 0.9
-    keep_r = radii * rng.uniform(0.84, 0.92, len(radii))
-    side_r = radii * rng.uniform(0.6, 0.78, len(radii))
-    return (
-        np.concatenate([ends, ends[has_side]]),
-        np.concatenate([keep_dirs, side_dirs[has_side]]),
-        np.concatenate([keep_r, side_r[has_side]]),
-        np.concatenate([sides, sides[has_side]]),
-        np.concatenate([hila, hila[has_side]]),
-    )
+def _range_sums(values: Array, lo: Array, hi: Array) -> Array:
+    """Sums of ``values[lo[m]:hi[m]]`` for every ``m`` (ranges sorted, disjoint, non-empty)."""
+    return np.add.reduceat(values, np.column_stack([lo, hi]).ravel(), axis=0)[::2]
+
+
+def _split_territories(
+    points: Array, lo: Array, hi: Array, dirs: Array, rng: np.random.Generator
+) -> Array:
+    """Reorder each territory ``points[lo:hi]`` in place and return where to cut it in two.
+
+    A territory is sorted along its principal axis perpendicular to its branch direction (the
+    plane of the bifurcation) and cut at a random 35-65 % quantile, so sister branches differ.
+    """
+    n = hi - lo
+    first = np.r_[0, np.cumsum(n)[:-1]]
+    owner = np.repeat(np.arange(len(lo)), n)
+    index = lo[owner] + np.arange(int(n.sum())) - first[owner]
+    mean = _range_sums(points, lo, hi) / n[:, None]
+    centred = points[index] - mean[owner]
+    cov = np.add.reduceat(centred[:, :, None] * centred[:, None, :], first)
+    d = _unit(dirs)
+    project = np.eye(3) - d[:, :, None] * d[:, None, :]
+    cov = project @ cov @ project + 1e-6 * np.eye(3)
+    axis = np.linalg.eigh(cov)[1][:, :, 2]
+    along = np.einsum("ij,ij->i", centred, axis[owner])
+    order = np.lexsort((along, owner))
+    points[index] = points[index[order]]
+    quantile = rng.uniform(0.35, 0.65, len(n))
+    return lo + np.clip(np.rint(quantile * n).astype(int), 1, n - 1)
 
 
 def bronchi_beside(p: Phantom, arteries: Tubes, *, max_generation: int = 3) -> tuple[Tubes, Tubes]:
@@ -167,46 +188,122 @@ def paint_tubes(volume: Array, grid: Grid, tubes: Tubes, value_hu: float, *, dar
     """Blend ``value_hu`` into ``volume`` (``[k, j, i]``) inside every tube, with soft edges.
 
     Brightening tubes only raise voxels towards ``value_hu`` and darkening ones only lower them,
-    so a vessel never paints over bone and a bronchus lumen never over air.
+    so a vessel never paints over bone and a bronchus lumen never over air. Tubes are evaluated
+    in batches of equal-sized bounding boxes (one array operation per batch, not per tube) and
+    blended one box at a time; the blend ``v - (v - hu) * (1 - occupancy)`` commutes, so the
+    order does not matter.
     """
-    h = min(grid.spacing_mm[:2])
-    thickness = grid.spacing_mm[2]
-    for n in range(len(tubes)):
-        p0, p1 = tubes.start_mm[n], tubes.end_mm[n]
-        r0, r1 = float(tubes.radius_start_mm[n]), float(tubes.radius_end_mm[n])
-        pad = max(r0, r1) + h + thickness / 2
-        box = grid.box(np.minimum(p0, p1) - pad, np.maximum(p0, p1) + pad)
-        if box is None:
-            continue
-        occupancy = _tube_occupancy(grid, box, p0, p1, (r0, r1), h)
-        target = volume[box]
-        delta = value_hu - target
-        delta = np.minimum(delta, 0) if darken else np.maximum(delta, 0)
-        target += occupancy * delta
+    first, size = _tube_boxes(grid, tubes)
+    for members, shape in _batches(size, grid.shape):
+        start = np.minimum(first[members], np.array(grid.shape) - shape)
+        x, y, z = _batch_coords(grid, start, shape)
+        depth_mm, weight = _tube_field(grid, tubes, members, x, y, z)
+        h = min(grid.spacing_mm[:2])
+        occupancy = np.clip(depth_mm / h + 0.5, 0, 1) * weight
+        for (k, j, i), occ in zip(start, occupancy, strict=True):
+            target = volume[k : k + shape[0], j : j + shape[1], i : i + shape[2]]
+            delta = value_hu - target
+            delta = np.minimum(delta, 0) if darken else np.maximum(delta, 0)
+            target += occ * delta
 
 
-def _tube_occupancy(
-    grid: Grid,
-    box: tuple[slice, slice, slice],
-    p0: Array,
-    p1: Array,
-    radii: tuple[float, float],
-    h: float,
-) -> Array:
-    """Fraction of each voxel inside the tube, thick slices seeing through their whole slab."""
+def tube_mask(grid: Grid, box: tuple[slice, slice, slice], tubes: Tubes) -> Array:
+    """Voxels of ``box`` (``[k, j, i]`` slices) whose centre, or thick slice, lies in a tube.
+
+    This is the tubes' binary mask as painted (the centre line of the soft edge), evaluated only
+    inside ``box`` for the tubes whose bounding boxes reach it.
+    """
     x, y, z = grid.box_coords(box)
-    d = (p1 - p0).astype(np.float32)
-    length2 = max(float(d @ d), 1e-9)
-    t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / length2
+    mask = np.zeros((z.shape[0], y.shape[1], x.shape[2]), bool)
+    first, size = _tube_boxes(grid, tubes)
+    low = np.array([box[0].start, box[1].start, box[2].start])
+    high = low + mask.shape
+    near = np.flatnonzero(np.all((first < high) & (first + size > low), axis=1))
+    chunk = max(1, _BATCH_VOXELS // max(mask.size, 1))
+    for n in range(0, len(near), chunk):
+        depth_mm, _ = _tube_field(grid, tubes, near[n : n + chunk], x[None], y[None], z[None])
+        mask |= np.any(depth_mm >= 0, axis=0)
+    return mask
+
+
+#: Voxels evaluated per batch of tubes (bounds the temporary arrays to tens of MB).
+_BATCH_VOXELS = 1 << 20
+#: Box edge lengths batches are rounded up to (steps of about 20 %).
+_BOX_SIZES = np.unique(np.rint(1.2 ** np.arange(45)).astype(int))
+
+
+def _tube_boxes(grid: Grid, tubes: Tubes) -> tuple[Array, Array]:
+    """First index and size ``(k, j, i)`` of each tube's bounding box on ``grid`` (size 0: off it).
+
+    The box is padded by the radius, one pixel and half a slice, the reach of the soft edge.
+    """
+    h, thickness = min(grid.spacing_mm[:2]), grid.spacing_mm[2]
+    pad = np.maximum(tubes.radius_start_mm, tubes.radius_end_mm) + h + thickness / 2
+    low_mm = np.minimum(tubes.start_mm, tubes.end_mm) - pad[:, None]
+    high_mm = np.maximum(tubes.start_mm, tubes.end_mm) + pad[:, None]
+    first = np.empty((len(tubes), 3), int)
+    size = np.empty((len(tubes), 3), int)
+    for axis in range(3):
+        n = grid.shape[2 - axis]
+        step, origin = grid.affine_lps[axis, axis], grid.affine_lps[axis, 3]
+        a, b = (low_mm[:, axis] - origin) / step, (high_mm[:, axis] - origin) / step
+        lo = np.clip(np.ceil(np.minimum(a, b)).astype(int), 0, n)
+        hi = np.clip(np.floor(np.maximum(a, b)).astype(int), -1, n - 1)
+        first[:, 2 - axis], size[:, 2 - axis] = lo, np.maximum(hi - lo + 1, 0)
+    size[np.any(size == 0, axis=1)] = 0
+    return first, size
+
+
+def _batches(size: Array, shape: tuple[int, int, int]) -> list[tuple[Array, Array]]:
+    """Groups of tube indices sharing one (rounded-up, grid-clipped) box shape, tube order kept."""
+    on_grid = np.flatnonzero(np.all(size > 0, axis=1))
+    rounded = np.minimum(_BOX_SIZES[np.searchsorted(_BOX_SIZES, size[on_grid])], shape)
+    shapes, group = np.unique(rounded, axis=0, return_inverse=True)
+    batches = []
+    for g, box_shape in enumerate(shapes):
+        members = on_grid[group.ravel() == g]
+        chunk = max(1, _BATCH_VOXELS // int(np.prod(box_shape)))
+        batches += [(members[n : n + chunk], box_shape) for n in range(0, len(members), chunk)]
+    return batches
+
+
+def _batch_coords(grid: Grid, start: Array, shape: Array) -> tuple[Array, Array, Array]:
+    """LPS coordinates of a batch of boxes, shaped ``(tube, k, j, i)`` for broadcasting."""
+    axes = [grid.axis_mm(a).astype(np.float32) for a in range(3)]
+    x = axes[0][start[:, 2, None] + np.arange(shape[2])][:, None, None, :]
+    y = axes[1][start[:, 1, None] + np.arange(shape[1])][:, None, :, None]
+    z = axes[2][start[:, 0, None] + np.arange(shape[0])][:, :, None, None]
+    return x, y, z
+
+
+def _tube_field(
+    grid: Grid, tubes: Tubes, members: Array, x: Array, y: Array, z: Array
+) -> tuple[Array, Array]:
+    """Depth inside each of ``tubes[members]`` (mm, negative outside) and its partial-volume weight.
+
+    ``x``, ``y``, ``z`` broadcast to ``(tube, k, j, i)``. Thick slices see through their whole
+    slab. The weight dims tubes thinner than a pixel, and tubes lying in the plane of a slice
+    thicker than them, by the share of the voxel they fill.
+    """
+    h, thickness = min(grid.spacing_mm[:2]), grid.spacing_mm[2]
+    p0 = tubes.start_mm[members].astype(np.float32)[:, :, None, None, None]
+    d = (tubes.end_mm[members] - tubes.start_mm[members]).astype(np.float32)[:, :, None, None, None]
+    r0 = tubes.radius_start_mm[members].astype(np.float32)[:, None, None, None]
+    r1 = tubes.radius_end_mm[members].astype(np.float32)[:, None, None, None]
+    length2 = np.maximum(np.sum(d**2, axis=1), 1e-9)
+    t = ((x - p0[:, 0]) * d[:, 0] + (y - p0[:, 1]) * d[:, 1] + (z - p0[:, 2]) * d[:, 2]) / length2
     t = np.clip(t, 0, 1)
-    thickness = grid.spacing_mm[2]
     slab = max(thickness - h, 0.0) / 2
-    dz = np.maximum(np.abs(z - (p0[2] + t * d[2])) - slab, 0)
-    dist = np.sqrt((x - (p0[0] + t * d[0])) ** 2 + (y - (p0[1] + t * d[1])) ** 2 + dz**2)
-    radius = radii[0] + t * (radii[1] - radii[0])
-    in_plane = 1.0 - abs(float(d[2])) / np.sqrt(length2)
-    weight = 1.0 - in_plane * (1.0 - min(1.0, (radii[0] + radii[1]) / max(thickness, h)))
-    return np.clip((radius - dist) / h + 0.5, 0, 1) * weight
+    dz = np.maximum(np.abs(z - (p0[:, 2] + t * d[:, 2])) - slab, 0)
+    dist = np.sqrt(
+        (x - (p0[:, 0] + t * d[:, 0])) ** 2 + (y - (p0[:, 1] + t * d[:, 1])) ** 2 + dz**2
+    )
+    in_plane = 1.0 - np.abs(d[:, 2]) / np.sqrt(length2)
+    calibre = r0 + r1
+    weight = (1.0 - in_plane * (1.0 - np.minimum(1.0, calibre / max(thickness, h)))) * np.minimum(
+        1.0, calibre / h
+    )
+    return r0 + t * (r1 - r0) - dist, weight
 
 
-__all__ = ["AIR_HU", "Tubes", "bronchi_beside", "grow_vessel_trees", "paint_tubes"]
+__all__ = ["AIR_HU", "Tubes", "bronchi_beside", "grow_vessel_trees", "paint_tubes", "tube_mask"]
