@@ -1,11 +1,11 @@
 """Branching, tapering tubes: pulmonary arteries, veins and the bronchi that run beside them.
 
 Trees grow outward from each hilum one generation at a time (all branches of a generation in one
-vectorised step): a branch continues with a slightly narrower child and sends off a thinner side
-branch at 35-70 degrees, until its radius falls below the configured minimum or it would leave
-its lung. Tubes are painted segment by segment into their own bounding boxes, with partial-volume
-edges, so a tree of thousands of segments costs well under a second.
-"""
+vectorised step) by splitting territories: a branch heads for the centroid of the lung points it
+feeds and divides them between two daughters, so the trees fill the lungs and their thinnest
+(1 mm) branches are densest at the periphery, as in real lungs. Tubes are evaluated in batches
+of equal-sized bounding boxes with partial-volume edges, so twelve thousand segments cost well
+under a second."""
 
 from __future__ import annotations
 
