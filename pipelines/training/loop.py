@@ -136,12 +136,40 @@ def train(bundle: Bundle, options: TrainOptions) -> TrainResult:
 
 
 def _prepare(bundle: Bundle, options: TrainOptions, context: DistContext) -> _Run:
-    from monai.utils import set_determinism
-
+    """Check the data, build model and optimiser (restored on resume), loader and val cases."""
     index = read_prepared_index(options.data_dir)
     check_preprocess(index, bundle)
     train_cases = split_cases(index, Split.TRAIN)
     val_cases = split_cases(index, Split.VAL)
+    components = _components(bundle, context)
+    state = TrainState()
+    if options.resume:
+        state = load_checkpoint(options.out_dir / CHECKPOINT_NAME, bundle, components)
+        components["scheduler"].T_max = bundle.training.epochs
+    seed = bundle.training.seed
+    dataset = PatchDataset(options.data_dir, train_cases, build_train_transform(bundle), seed)
+    loader, sampler = patch_loader(
+        dataset,
+        bundle.training.batch_size,
+        rank=context.rank,
+        world_size=context.world_size,
+        workers=options.workers,
+    )
+    model = components["model"]
+    trained: nn.Module = model
+    if context.distributed:
+        device_ids = [context.device] if context.device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    validation = load_validation_cases(options.data_dir, val_cases) if context.is_main else []
+    loss_fn = build_loss(bundle.training.loss)
+    return _Run(bundle, options, context, model, trained, components, loss_fn, dataset, loader,
+                sampler, validation, state)  # fmt: skip
+
+
+def _components(bundle: Bundle, context: DistContext) -> dict[str, Any]:
+    """Seeded model, AdamW, cosine schedule to 1 % of ``lr``, AMP scaler (active on CUDA)."""
+    from monai.utils import set_determinism
+
     training = bundle.training
     set_determinism(seed=training.seed)
     model = build_network(bundle.network.name, bundle.network.kwargs).to(context.device)
@@ -152,40 +180,7 @@ def _prepare(bundle: Bundle, options: TrainOptions, context: DistContext) -> _Ru
         optimizer, T_max=training.epochs, eta_min=training.lr * 0.01
     )
     scaler = torch.amp.GradScaler("cuda", enabled=_use_amp(bundle, context))
-    components = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    state = TrainState()
-    if options.resume:
-        state = load_checkpoint(options.out_dir / CHECKPOINT_NAME, bundle, components)
-        scheduler.T_max = training.epochs
-    dataset = PatchDataset(
-        options.data_dir, train_cases, build_train_transform(bundle), training.seed
-    )
-    loader, sampler = patch_loader(
-        dataset,
-        training.batch_size,
-        rank=context.rank,
-        world_size=context.world_size,
-        workers=options.workers,
-    )
-    trained: nn.Module = model
-    if context.distributed:
-        device_ids = [context.device] if context.device.type == "cuda" else None
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    validation = load_validation_cases(options.data_dir, val_cases) if context.is_main else []
-    return _Run(
-        bundle,
-        options,
-        context,
-        model,
-        trained,
-        components,
-        build_loss(training.loss),
-        dataset,
-        loader,
-        sampler,
-        validation,
-        state,
-    )
+    return {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
 
 def _use_amp(bundle: Bundle, context: DistContext) -> bool:
