@@ -28,7 +28,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
-from scipy import optimize, special
 
 from pipelines.errors import ConfigError, MissingClassError
 
@@ -118,6 +117,8 @@ class TemperatureCalibrator(BaseModel):
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, same shape as ``probs``."""
+        from scipy import special
+
         logits = special.logit(np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS))
         return np.asarray(special.expit(logits / self.temperature))
 
@@ -176,6 +177,8 @@ def calibrator_from_dict(data: dict[str, Any]) -> Calibrator:
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> TemperatureCalibrator:
     """Temperature minimising the negative log-likelihood of ``labels`` ``[n]`` given
     ``sigmoid(logit(probs) / T)`` (bounded search over log T in [-6, 6])."""
+    from scipy import optimize, special
+
     p, y = _check_two_classes(probs, labels)
     logits = special.logit(np.clip(p, _EPS, 1 - _EPS))
 
