@@ -52,6 +52,10 @@ def _register_commands() -> None:
     from pipelines.training.commands import train_command
 
     app.command("train")(train_command)
+    from pipelines.evaluation.commands import calibrate_command, evaluate_command
+
+    app.command("evaluate")(evaluate_command)
+    app.command("calibrate")(calibrate_command)
 
 
 def main() -> None:

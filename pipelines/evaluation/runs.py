@@ -1,0 +1,199 @@
+"""Evaluation and calibration runs of a model bundle on one split of prepared data.
+
+:func:`predict_split` runs the production path (:func:`~pipelines.evaluation.inference.infer_case`)
+on every case of a split; :func:`evaluate_model` adds the metrics (``basira evaluate``),
+:func:`evaluate_predictions` recomputes them from a ``predictions.json`` alone, and
+:func:`calibrate_model` fits the bundle's calibration (``basira calibrate``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.bundle import Bundle, load_bundle
+from pipelines.datasets.manifest import Split
+from pipelines.errors import CheckpointMismatchError, InputNotFoundError
+from pipelines.evaluation.calibrate import (
+    BundleCalibration,
+    CalibrationMethod,
+    fit_bundle_calibration,
+    load_calibration,
+    save_calibration,
+)
+from pipelines.evaluation.inference import (
+    cases_of_split,
+    file_sha256,
+    infer_case,
+    load_case,
+    slice_thicknesses,
+    split_data_hash,
+)
+from pipelines.evaluation.predictions import (
+    DataInfo,
+    ModelInfo,
+    Predictions,
+    build_predictions,
+    write_predictions,
+)
+from pipelines.evaluation.report import EvaluationConfig, evaluate_cases, write_metrics
+
+if TYPE_CHECKING:
+    from pipelines.engine.torch_engine import TorchEngine
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how inference runs; ``on_case(case_id)`` is called after each case."""
+
+    device: str = "cpu"
+    threads: int | None = None
+    on_case: Callable[[str], None] | None = None
+
+
+def bundle_file(path: Path) -> Path:
+    """``path`` itself if it is a file, else ``path/bundle.yaml`` (a bundle folder)."""
+    return path / "bundle.yaml" if path.is_dir() else path
+
+
+def load_engine(bundle: Bundle, weights: Path, options: RunOptions) -> TorchEngine:
+    """The bundle's network with ``weights`` behind the torch sliding-window engine.
+
+    Raises:
+        InputNotFoundError: ``weights`` does not exist.
+        CheckpointMismatchError: the weights belong to another network.
+    """
+    from pipelines.engine.torch_engine import TorchEngine
+
+    if not weights.is_file():
+        raise InputNotFoundError(f"Weights file {weights} does not exist.", path=str(weights))
+    try:
+        return TorchEngine.from_bundle(
+            bundle, weights, device=options.device, threads=options.threads
+        )
+    except RuntimeError as exc:
+        raise CheckpointMismatchError(
+            f"{weights} does not fit network '{bundle.network.name}' of bundle '{bundle.name}'.",
+            path=str(weights),
+        ) from exc
+
+
+def predict_split(
+    bundle_path: Path,
+    weights: Path,
+    data_dir: Path,
+    split: Split,
+    options: RunOptions,
+    *,
+    calibrated: bool = True,
+) -> Predictions:
+    """Run the production path on every case of ``split`` (calibrated if the bundle is and
+    ``calibrated`` is True; calibration itself is fit on uncalibrated predictions).
+
+    Raises:
+        InputNotFoundError, ConfigError: a missing or invalid bundle, index or calibration.
+        PreprocessMismatchError: the data was prepared otherwise than the bundle declares.
+        EmptySplitError: the split has no case. CheckpointMismatchError: wrong weights.
+    """
+    from pipelines.training.data import check_preprocess, read_prepared_index
+
+    bundle = load_bundle(bundle_path)
+    index = read_prepared_index(data_dir)
+    check_preprocess(index, bundle)
+    cases = cases_of_split(index, split)
+    calibration = load_calibration(bundle_path.parent, bundle) if calibrated else None
+    engine = load_engine(bundle, weights, options)
+    thickness = slice_thicknesses(data_dir)
+    records = []
+    for case in cases:
+        loaded = load_case(data_dir, case, thickness.get(case.case_id))
+        records.append(infer_case(engine, loaded, bundle.findings, calibration))
+        if options.on_case is not None:
+            options.on_case(case.case_id)
+    model = ModelInfo(
+        name=bundle.name,
+        version=bundle.version,
+        weights_sha256=file_sha256(weights),
+        calibration_method=None if calibration is None else str(calibration.method),
+        operating_point=None if calibration is None else bundle.operating_point,
+    )
+    data = DataInfo(
+        path=str(data_dir),
+        split=str(split),
+        sha256=split_data_hash(data_dir, cases),
+        n_cases=len(cases),
+    )
+    return build_predictions(model, data, records)
+
+
+def evaluate_predictions(
+    predictions: Predictions, config: EvaluationConfig, out_dir: Path
+) -> dict[str, Any]:
+    """``metrics.json`` and plots for ``predictions``; returns the metrics.
+
+    The study is called positive at the bundle's operating point when the predictions were
+    calibrated (it is a threshold on the calibrated probability), else at
+    ``config.study_threshold``.
+    """
+    if predictions.model.operating_point is not None:
+        config = config.model_copy(update={"study_threshold": predictions.model.operating_point})
+    metrics = evaluate_cases(predictions.records(), config)
+    metrics["model"] = predictions.model.model_dump(mode="json")
+    metrics["data"] = predictions.data.model_dump(mode="json")
+    write_metrics(metrics, out_dir)
+    return metrics
+
+
+def evaluate_model(
+    bundle_path: Path,
+    weights: Path,
+    data_dir: Path,
+    split: Split,
+    out_dir: Path,
+    config: EvaluationConfig,
+    options: RunOptions,
+) -> dict[str, Any]:
+    """Predict ``split``, write ``predictions.json``, ``metrics.json`` and the plots."""
+    predictions = predict_split(bundle_path, weights, data_dir, split, options)
+    write_predictions(predictions, out_dir)
+    return evaluate_predictions(predictions, config, out_dir)
+
+
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """What ``basira calibrate`` fits, and where the calibrated bundle goes (None: in place)."""
+
+    method: CalibrationMethod
+    target_sensitivity: float
+    out_dir: Path | None = None
+
+
+def calibrate_model(
+    bundle_path: Path,
+    weights: Path,
+    data_dir: Path,
+    split: Split,
+    request: CalibrationRequest,
+    options: RunOptions,
+) -> BundleCalibration:
+    """Fit the bundle's calibration on uncalibrated predictions of ``split`` and store it.
+
+    Raises:
+        MissingClassError: the split lacks an outcome a calibrator needs (see
+            :func:`~pipelines.evaluation.calibrate.fit_bundle_calibration`), and everything
+            :func:`predict_split` raises.
+    """
+    predictions = predict_split(bundle_path, weights, data_dir, split, options, calibrated=False)
+    calibration = fit_bundle_calibration(
+        predictions.records(), request.method, request.target_sensitivity, predictions.data
+    )
+    target = bundle_path
+    if request.out_dir is not None:
+        request.out_dir.mkdir(parents=True, exist_ok=True)
+        target = request.out_dir / "bundle.yaml"
+        shutil.copyfile(bundle_path, target)
+    save_calibration(target, calibration)
+    return calibration
