@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pipelines.dicom.parallel import (
     Placed,
     contiguous_runs,
     fill_with_processes,
+    shutdown_pool,
 )
 from pipelines.dicom.pixels import is_fast_native, read_stored_frames
 from pipelines.dicom.selection import SelectionRules, check_content, series_placements
@@ -136,7 +138,14 @@ def _fill(
     workers = max(1, min(policy.workers or os.cpu_count() or 1, len(placed)))
     native = all(is_fast_native(inst) for inst, _ in placed)
     if not native and workers > 1 and shape[0] >= MIN_FRAMES_FOR_PROCESSES:
-        return fill_with_processes(placed, shape, _fill_one, workers)
+        try:
+            return fill_with_processes(placed, shape, _fill_one, workers)
+        except BrokenProcessPool:
+            shutdown_pool()
+            log.warning(
+                "decoding workers could not start (a script without an "
+                "`if __name__ == '__main__':` guard?); decoding in this process instead"
+            )
     volume = np.empty(shape, dtype=np.float32)
     if not native:
         return volume, [n for inst, ks in placed for n in _fill_one(inst, [volume[k] for k in ks])]

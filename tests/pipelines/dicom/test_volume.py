@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pydicom
@@ -297,3 +299,20 @@ def test_undecodable_slice_in_a_worker_process_raises_undecodable(make_series):
     with pytest.raises(UndecodablePixelDataError) as info:
         read_series_volume(paths, ReadPolicy(workers=2))
     assert paths[5].name in info.value.message
+
+
+@pytest.mark.slow
+def test_script_without_main_guard_still_reads_compressed_series(make_series, tmp_path):
+    paths = make_series((MIN_FRAMES_FOR_PROCESSES, 16, 16), transfer_syntax="1.2.840.10008.1.2.5")
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from pipelines.dicom.volume import ReadPolicy, read_series_volume\n"
+        f"volume = read_series_volume(Path({str(paths[0].parent)!r}), ReadPolicy(workers=2))\n"
+        "print(volume.array_hu.shape)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"({MIN_FRAMES_FOR_PROCESSES}, 16, 16)" in done.stdout
