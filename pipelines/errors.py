@@ -363,6 +363,44 @@ class MissingClassError(EvaluationError):
     code = "evaluation.missing_class"
 
 
+# --- model registry -----------------------------------------------------------------------------
+
+
+class RegistryError(BasiraError):
+    """A model registry request that cannot be carried out as asked."""
+
+    code = "registry.invalid"
+
+
+class ModelVersionNotFoundError(RegistryError):
+    """No registered model has this name and version: see `basira models list`."""
+
+    code = "registry.model_not_found"
+    http_status = 404
+
+
+class IncompleteMetricsError(RegistryError):
+    """A metrics.json lacks what registration and the promotion gate compare (CPM, study AUC,
+    study ECE, the test data hash): write it with `basira evaluate`."""
+
+    code = "registry.incomplete_metrics"
+
+
+class TestDataMismatchError(RegistryError):
+    """The candidate was evaluated on other test data than the production model: metrics on
+    different data cannot be compared; evaluate both on the locked test split."""
+
+    __test__ = False  # a pytest collection hint: not a test class
+    code = "registry.test_data_mismatch"
+
+
+class PromotionRefusedError(RegistryError):
+    """The candidate is worse than the production model on the locked test split beyond the
+    gate's tolerance (the message says by how much); `--force` overrides, and is recorded."""
+
+    code = "registry.promotion_refused"
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []

@@ -1,0 +1,84 @@
+"""``basira models register | list | promote``: parse, then call one function of
+:mod:`pipelines.registry`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+models_app = typer.Typer(
+    name="models",
+    help="Register, list and promote models (MLflow registry, 'production' alias).",
+    no_args_is_help=True,
+)
+
+TrackingUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow URI (default: $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db).",
+    ),
+]
+
+
+@models_app.command("register")
+def register_command(
+    bundle: Annotated[Path, typer.Option("--bundle", help="The bundle folder to register.")],
+    weights: Annotated[Path, typer.Option("--weights", help="state_dict saved by training.")],
+    metrics: Annotated[
+        Path, typer.Option("--metrics", help="metrics.json from 'basira evaluate' (test split).")
+    ],
+    tracking_uri: TrackingUriOption = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment.")] = "basira",
+) -> None:
+    """Log a bundle, its weights and test metrics to MLflow and register a new version."""
+    from pipelines.registry import register_model
+
+    registered = register_model(
+        bundle, weights, metrics, tracking_uri=tracking_uri, experiment=experiment
+    )
+    typer.echo(
+        f"registered {registered.name} version {registered.version} (run {registered.run_id})"
+    )
+
+
+@models_app.command("list")
+def list_command(tracking_uri: TrackingUriOption = None) -> None:
+    """Every registered version: aliases, CPM, AUC, ECE on its test data, and that data's hash."""
+    from pipelines.registry import client, list_models
+
+    rows = list_models(client(tracking_uri))
+    header = f"{'name':24} {'version':>7} {'alias':12} {'CPM':>6} {'AUC':>6} {'ECE':>6}  test data"
+    typer.echo(header)
+    for row in rows:
+        values = " ".join(
+            f"{value:6.3f}" if value is not None else f"{'-':>6}" for value in row.metrics.values()
+        )
+        typer.echo(
+            f"{row.name:24} {row.version:>7} {','.join(row.aliases) or '-':12} {values}  "
+            f"{(row.test_data_sha256 or '-')[:12]}"
+        )
+
+
+@models_app.command("promote")
+def promote_command(
+    name: Annotated[str, typer.Argument(help="Registered model name (the bundle's name).")],
+    version: Annotated[str, typer.Argument(help="The version to make production.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Skip the gate (recorded on the version)."),
+    ] = False,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """Point the 'production' alias at NAME VERSION unless it is worse than production on the
+    locked test split (CPM, AUC lower or ECE higher by more than 0.01)."""
+    from pipelines.registry import PromotionGate, client, promote
+
+    result = promote(client(tracking_uri), name, version, PromotionGate(), force=force)
+    for comparison in result.comparisons:
+        typer.echo(f"  {comparison.describe()}")
+    before = f" (was {result.previous})" if result.previous else " (first promotion)"
+    forced = " [forced: gate skipped]" if result.forced else ""
+    typer.echo(f"{name} version {version} is now production{before}{forced}")
