@@ -28,6 +28,13 @@ prepare:
   split: {seed: 0, val_fraction: 0.34, test_fraction: 0.0}
   preprocess: {target_spacing_mm: [3.0, 3.0, 4.5], crop: body}
   cache_dtype: float16
+synth_test_run: {n: 2, seed: 2, workers: 1}
+prepare_test:
+  split: test
+  preprocess: {target_spacing_mm: [3.0, 3.0, 4.5], crop: body}
+train: {device: cpu, workers: 0, threads: 1}
+calibrate: {method: temperature, target_sensitivity: 0.9, threads: 1}
+evaluate: {n_bootstrap: 10, seed: 0, threads: 1}
 """
 
 
