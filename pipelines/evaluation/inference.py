@@ -33,8 +33,6 @@ from pipelines.prepare import PreparedCase, PreparedIndex, load_prepared_case
 if TYPE_CHECKING:
     from pipelines.evaluation.calibrate import BundleCalibration
 
-_CHUNK_BYTES = 1 << 20
-
 
 @dataclass(frozen=True)
 class LoadedCase:
@@ -98,6 +96,12 @@ def cases_of_split(index: PreparedIndex, split: Split) -> list[PreparedCase]:
     return cases
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def split_data_hash(data_dir: Path, cases: Sequence[PreparedCase]) -> str:
     """sha256 naming exactly the data of ``cases``: their ids and cached file contents.
 
@@ -106,11 +110,7 @@ def split_data_hash(data_dir: Path, cases: Sequence[PreparedCase]) -> str:
     """
     entries = []
     for case in sorted(cases, key=lambda c: c.case_id):
-        digest = hashlib.sha256()
-        with (data_dir / case.cache).open("rb") as handle:
-            while chunk := handle.read(_CHUNK_BYTES):
-                digest.update(chunk)
-        entries.append([case.case_id, digest.hexdigest()])
+        entries.append([case.case_id, file_sha256(data_dir / case.cache)])
     return hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()
 
 
