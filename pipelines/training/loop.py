@@ -225,7 +225,13 @@ def _epochs(run: _Run, tracker: Tracker) -> TrainResult:
         while run.state.epoch < total and not stop:
             epoch = run.state.epoch
             started = time.perf_counter()
-            metrics = {"loss": _train_epoch(run, progress, epoch)}
+            loss, patches = _train_epoch(run, progress, epoch)
+            train_seconds = time.perf_counter() - started
+            metrics = {
+                "loss": loss,
+                "train_seconds": train_seconds,
+                "patches_per_s": patches * run.context.world_size / max(train_seconds, 1e-9),
+            }
             metrics["lr"] = run.components["scheduler"].get_last_lr()[0]
             run.components["scheduler"].step()
             if (epoch + 1) % run.bundle.training.validate_every == 0 or epoch + 1 == total:
@@ -241,8 +247,11 @@ def _epochs(run: _Run, tracker: Tracker) -> TrainResult:
     )
 
 
-def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> float:
-    """One pass over this process's share of the training cases; the mean loss of all."""
+def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> tuple[float, int]:
+    """One pass over this process's share of the training cases.
+
+    Returns the mean loss over every process and the number of patches this process saw.
+    """
     run.sampler.set_epoch(epoch)
     run.dataset.set_epoch(epoch)
     run.trained.train()
@@ -250,7 +259,7 @@ def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> float:
     device = run.context.device
     amp = _use_amp(run.bundle, run.context)
     progress.start_epoch(epoch, len(run.loader))
-    total, steps = 0.0, 0
+    total, steps, patches = 0.0, 0, 0
     for batch in run.loader:
         images, labels = batch["image"].to(device), batch["label"].to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -261,8 +270,9 @@ def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> float:
         scaler.update()
         total += float(loss.item())
         steps += 1
+        patches += int(images.shape[0])
         progress.step(float(loss.item()))
-    return mean_across(run.context, total / max(steps, 1))
+    return mean_across(run.context, total / max(steps, 1)), patches
 
 
 def _validate(run: _Run, metrics: dict[str, float]) -> bool:
