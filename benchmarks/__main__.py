@@ -11,6 +11,7 @@ BENCHMARKS = {
     "dicom_read": "DICOM series read (float32 HU volume)",
     "synth": "Synthetic study generation",
     "prepare": "Prepare one study (read + preprocess + cache)",
+    "train": "Training throughput on CPU (shipped bundle: train step vs forward, epoch, window)",
 }
 
 

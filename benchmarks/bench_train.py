@@ -1,0 +1,156 @@
+"""Training throughput on CPU for the shipped bundle (``models/lung-nodule-unet``).
+
+A train step as ``pipelines.training.loop`` runs it (forward, the bundle's loss, backward,
+AdamW step) on ``batch_size x patches_per_case`` random patches of the bundle's patch size,
+against the baseline of a forward-only inference pass of the same network on the same patches in
+the same run. From the train step: the time of one epoch of ``N_CASES`` training cases (network
+time only; loading cached patches and augmentation are left out). And the sliding-window
+inference of one typical preprocessed volume (250 x 250 x 200 voxels at 1 x 1 x 1.5 mm) through
+the torch engine with the bundle's inference settings: what validation pays per volume.
+``x forward`` is seconds per patch (per window, for the sliding window: blending and overlap
+bookkeeping included) over the forward baseline's seconds per patch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data.utils import dense_patch_slices
+from torch import nn
+
+from benchmarks.common import median_seconds, print_table
+from pipelines.bundle import Bundle, load_bundle
+from pipelines.engine.torch_engine import TorchEngine
+from pipelines.networks import build_network
+from pipelines.training.losses import build_loss
+
+BUNDLE = Path(__file__).resolve().parents[1] / "models" / "lung-nodule-unet" / "bundle.yaml"
+N_CASES = 100  # the bundle's time budget: about 100 training studies
+VOLUME_KJI = (200, 250, 250)  # a preprocessed chest CT: 300 x 250 x 250 mm
+QUICK_PATCH = 32  # a multiple of the UNet's down-sampling (16)
+QUICK_VOLUME_KJI = (32, 48, 48)
+
+
+def _window_count(volume_kji: tuple[int, ...], bundle: Bundle) -> int:
+    """How many windows MONAI's sliding window cuts ``volume_kji`` into (same interval rule)."""
+    roi, overlap = bundle.inference.roi_size_kji, bundle.inference.overlap
+    interval = [
+        r if r == size else max(int(r * (1 - overlap)), 1)
+        for r, size in zip(roi, volume_kji, strict=True)
+    ]
+    return len(dense_patch_slices(volume_kji, roi, interval))
+
+
+def _interleaved_medians(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """Median seconds of each of ``fns``, timed in turn within every repeat (after one warm-up
+    round), so that load from other work on the machine hits the baseline and the measure alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for round_number in range(repeats + 1):
+        for fn, spent in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            if round_number:
+                spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
+def _quick(bundle: Bundle) -> Bundle:
+    """The bundle with tiny patches and windows (same network), for a smoke run."""
+    size = (QUICK_PATCH,) * 3
+    inference = bundle.inference.model_copy(update={"roi_size_kji": size})
+    return bundle.model_copy(update={"patch_size_kji": size, "inference": inference})
+
+
+def _train_step_timings(bundle: Bundle, network: nn.Module, repeats: int) -> tuple[float, float]:
+    """Median seconds of a forward-only pass and of a train step, on one step's patches.
+
+    The step is the training loop's: ``batch_size x patches_per_case`` patches of the bundle's
+    size, its loss, AdamW with its learning rate (labels: 1 % lesion voxels).
+    """
+    training = bundle.training
+    n_patches = training.batch_size * training.patches_per_case
+    images = torch.rand(n_patches, 1, *bundle.patch_size_kji)
+    labels = (torch.rand(n_patches, 1, *bundle.patch_size_kji) > 0.99).float()
+    loss_fn = build_loss(training.loss)
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=training.lr, weight_decay=training.weight_decay
+    )
+
+    def forward() -> None:
+        network.eval()
+        with torch.inference_mode():
+            network(images)
+
+    def train_step() -> None:
+        network.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(network(images), labels).backward()
+        optimizer.step()
+
+    forward_s, step_s = _interleaved_medians([forward, train_step], repeats)
+    return forward_s, step_s
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure and return the table rows (``quick``: 32^3 patches, a 48 x 48 x 32 volume)."""
+    bundle = load_bundle(BUNDLE)
+    if quick:
+        bundle = _quick(bundle)
+    volume_kji = QUICK_VOLUME_KJI if quick else VOLUME_KJI
+    repeats = 2 if quick else 5
+    training = bundle.training
+    n_patches = training.batch_size * training.patches_per_case
+    torch.manual_seed(0)
+    network = build_network(bundle.network.name, bundle.network.kwargs)
+    forward_s, step_s = _train_step_timings(bundle, network, repeats)
+    engine = TorchEngine(network, bundle.inference)
+    volume = np.random.default_rng(0).random(volume_kji, dtype=np.float32)
+    window_s = median_seconds(lambda: engine.predict(volume), max(repeats // 2, 1))
+    n_windows = _window_count(volume_kji, bundle)
+    epoch_s = math.ceil(N_CASES / training.batch_size) * step_s
+
+    patch = "x".join(map(str, bundle.patch_size_kji))
+    batch = f"{n_patches} x {patch}"
+    volume_text = f"{'x'.join(map(str, volume_kji[::-1]))}, {n_windows} windows of {patch}"
+    threads = torch.get_num_threads()
+    epoch_patches = N_CASES * training.patches_per_case
+    per_window_ratio = (window_s / n_windows) / (forward_s / n_patches)
+    measures: list[tuple[str, str, float, int, float | None]] = [
+        ("forward only, inference (baseline)", batch, forward_s, n_patches, 1.0),
+        ("train step: forward + loss + backward + AdamW", batch, step_s, n_patches,
+         step_s / forward_s),
+        (f"epoch estimate: {N_CASES} cases x {training.patches_per_case} patches",
+         f"{epoch_patches} patches", epoch_s, epoch_patches, None),
+        ("sliding window, one volume (engine.predict)", volume_text, window_s, n_windows,
+         per_window_ratio),
+    ]  # fmt: skip
+    return [
+        {
+            "measure": measure,
+            "input": data,
+            "threads": threads,
+            "seconds": seconds,
+            "patches/s": patches / seconds,
+            "x forward (s/patch)": "-" if ratio is None else ratio,
+        }
+        for measure, data, seconds, patches, ratio in measures
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny patches (smoke test)")
+    args = parser.parse_args()
+    print_table("Training throughput on CPU (shipped bundle)", run(quick=args.quick))
+
+
+if __name__ == "__main__":
+    main()
