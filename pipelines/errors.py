@@ -401,6 +401,24 @@ class PromotionRefusedError(RegistryError):
     code = "registry.promotion_refused"
 
 
+# --- model files --------------------------------------------------------------------------------
+
+
+class ModelError(BasiraError):
+    """A model release that cannot be used as it is on disk."""
+
+    code = "model.invalid"
+    http_status = 503
+    bad_input = False
+
+
+class ModelIntegrityError(ModelError):
+    """A file of a model release is missing or does not match its SHA-256 (a corrupt copy or
+    an edit after release): the model is not served. Re-copy the release folder."""
+
+    code = "model.checksum_mismatch"
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []

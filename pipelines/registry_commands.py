@@ -82,3 +82,41 @@ def promote_command(
     before = f" (was {result.previous})" if result.previous else " (first promotion)"
     forced = " [forced: gate skipped]" if result.forced else ""
     typer.echo(f"{name} version {version} is now production{before}{forced}")
+
+
+@models_app.command("package")
+def package_command(
+    bundle: Annotated[
+        Path, typer.Option("--bundle", help="The calibrated bundle folder ('basira calibrate').")
+    ],
+    weights: Annotated[Path, typer.Option("--weights", help="state_dict saved by training.")],
+    metrics: Annotated[
+        Path, typer.Option("--metrics", help="metrics.json from 'basira evaluate' (test split).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The release folder to write.")],
+    limitations: Annotated[
+        Path | None,
+        typer.Option("--limitations", help="Markdown: the model card's known limitations."),
+    ] = None,
+    trained_on: Annotated[
+        str, typer.Option("--trained-on", help="Where it was trained, for the model card.")
+    ] = "",
+) -> None:
+    """Write a self-contained release: weights, calibration, metrics, model card, checksums."""
+    from pipelines.release import package_release
+
+    written = package_release(
+        bundle, weights, metrics, out, limitations=limitations, trained_on=trained_on
+    )
+    typer.echo(f"released {written.parent} (model card {written.parent / 'MODEL_CARD.md'})")
+
+
+@models_app.command("verify")
+def verify_command(
+    release: Annotated[Path, typer.Argument(help="A release folder ('basira models package').")],
+) -> None:
+    """Check every file of a release against its SHA-256 before it is served or copied."""
+    from pipelines.release import verify_release
+
+    bundle = verify_release(release)
+    typer.echo(f"{bundle.name} {bundle.version}: every file matches its checksum")

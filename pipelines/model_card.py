@@ -1,0 +1,190 @@
+"""Render a model card from the files a release ships: never typed by hand, never stale.
+
+Sections follow "Model Cards for Model Reporting" (Mitchell et al., 2019) as far as a
+synthetic-data reference model can fill them: intended use, model, training data and procedure,
+evaluation with 95 % confidence intervals and subgroups, calibration and operating point, the
+release targets with met / not met, known limitations, and file checksums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.bundle import Bundle, preprocessing_hash
+
+#: The reference model's release targets on the locked test split (issue 4).
+TARGETS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
+    ("CPM", ("detection", "cpm"), ">=", 0.85),
+    ("Study ROC AUC", ("study", "auc"), ">=", 0.95),
+    ("Study ECE", ("calibration", "study", "ece"), "<=", 0.05),
+)
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """What the card is rendered from (the release folder's files, parsed)."""
+
+    bundle: Bundle
+    metrics: Mapping[str, Any]
+    calibration: Mapping[str, Any]
+    history: Sequence[Mapping[str, float]]
+    weights_sha256: str
+    limitations: str = ""
+    trained_on: str = ""
+
+
+def render_model_card(card: CardInputs) -> str:
+    """The Markdown model card."""
+    b = card.bundle
+    parts = [
+        f"# Model card: {b.name} {b.version}\n\n{b.description.strip()}\n",
+        _intended_use(b),
+        _model(b, card.weights_sha256),
+        _training(card),
+        _evaluation(card.metrics),
+        _calibration(card.calibration),
+        _targets(card.metrics),
+        "## Known limitations\n\n" + (card.limitations.strip() or "None recorded.") + "\n",
+    ]
+    return "\n".join(parts)
+
+
+def interval(value: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``0.873 (95 % CI 0.801–0.930)``; ``n/a`` for an undefined metric."""
+    if not value or value.get("value") is None:
+        return "n/a"
+    text = f"{value['value']:.{digits}f}"
+    if value.get("ci_low") is not None and value.get("ci_high") is not None:
+        text += f" (95 % CI {value['ci_low']:.{digits}f}–{value['ci_high']:.{digits}f})"
+    return text
+
+
+def _get(data: Mapping[str, Any], path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(data, Mapping) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _intended_use(b: Bundle) -> str:
+    use = b.intended_use
+    low, high = use.slice_thickness_mm
+    return (
+        "## Intended use\n\n"
+        f"- **Input:** adult {use.body_part.lower()} {use.modality}, axial, slice thickness "
+        f"{low:g}–{high:g} mm, at least {use.min_slices} slices. Studies outside this are "
+        "reported `not_analysable` with a reason and are never scored.\n"
+        "- **Output:** candidate lung nodules (centre, diameter, volume, calibrated confidence) "
+        "and the probability that the study holds a nodule, as decision support for a "
+        "radiologist who reviews every finding. Not for use without that review.\n"
+        "- **Users:** radiologists through the review interface; researchers.\n"
+    )
+
+
+def _model(b: Bundle, weights_sha256: str) -> str:
+    p = b.preprocess
+    return (
+        "## Model\n\n"
+        f"- Network: `{b.network.name}` {dict(b.network.kwargs) or ''} (MONAI), patch "
+        f"{'×'.join(map(str, b.patch_size_kji))} voxels (k, j, i).\n"
+        f"- Preprocessing: orientation {p.orientation}, spacing {tuple(p.target_spacing_mm)} mm "
+        f"(i, j, k), window {tuple(p.window_hu)} HU, crop `{p.crop}`; contract hash "
+        f"`{preprocessing_hash(b)[:16]}`.\n"
+        f"- Inference: sliding window {'×'.join(map(str, b.inference.roi_size_kji))}, overlap "
+        f"{b.inference.overlap}, {b.inference.blend} blending; findings at probability ≥ "
+        f"{b.findings.threshold}, diameter ≥ {b.findings.min_diameter_mm} mm.\n"
+        f"- Weights: `model.pt`, sha256 `{weights_sha256}`.\n"
+    )
+
+
+def _training(card: CardInputs) -> str:
+    history = card.history
+    t = card.bundle.training
+    seconds = sum(float(e.get("epoch_seconds", 0.0)) for e in history)
+    rates = [float(e["patches_per_s"]) for e in history if "patches_per_s" in e]
+    validated = [e for e in history if "cpm" in e]
+    best = max(validated, key=lambda e: e["cpm"]) if validated else None
+    lines = [
+        "## Training\n",
+        "- Data: the project's synthetic chest-CT generator (`basira synth`, `dvc repro`); "
+        "patient-level train/validation split (`params.yaml`). No real patient data.",
+        f"- Recipe: {t.loss} loss, lr {t.lr:g}, {t.patches_per_case} patches per case "
+        f"({t.positive_fraction:.0%} centred on a lesion), seed {t.seed}.",
+        f"- Ran {len(history)} epoch(s) in {seconds / 60:.1f} min"
+        + (f", {sum(rates) / len(rates):.2f} patches/s on average" if rates else "")
+        + (f", on {card.trained_on}" if card.trained_on else "")
+        + ".",
+    ]
+    if best is not None:
+        lines.append(
+            f"- Best validation CPM {best['cpm']:.3f} at epoch {int(best['epoch'])} "
+            "(these weights)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _evaluation(m: Mapping[str, Any]) -> str:
+    det, study = m.get("detection") or {}, m.get("study") or {}
+    rows = [
+        ("CPM (mean sensitivity at 1/8–8 FP/scan)", interval(det.get("cpm"))),
+        *(
+            (f"Sensitivity at {rate} FP/scan", interval(value))
+            for rate, value in (det.get("sensitivity_at_fp_rate") or {}).items()
+        ),
+        ("Lesion sensitivity (any finding)", interval(det.get("lesion_sensitivity"))),
+        ("Study ROC AUC", interval(study.get("auc"))),
+        (
+            f"Study sensitivity at threshold {study.get('threshold')}",
+            interval(study.get("sensitivity")),
+        ),
+        (
+            f"Study specificity at threshold {study.get('threshold')}",
+            interval(study.get("specificity")),
+        ),
+        ("Dice (mean over cases with lesions)", interval(_get(m, ("segmentation", "dice_mean")))),
+    ]
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return (
+        "## Evaluation on the locked test split\n\n"
+        f"{m.get('n_cases')} held-out synthetic studies generated with another seed "
+        f"({m.get('n_positive_cases')} with lesions, {m.get('n_lesions')} lesions). Intervals "
+        "are case-bootstrap 95 % CIs.\n\n| metric | value |\n|---|---|\n"
+        f"{table}\n\n{_subgroups(m)}"
+    )
+
+
+def _subgroups(m: Mapping[str, Any]) -> str:
+    lines = ["| subgroup | lesions | lesion sensitivity | CPM |", "|---|---|---|---|"]
+    for family, groups in (m.get("subgroups") or {}).items():
+        for name, group in groups.items():
+            lines.append(
+                f"| {family.replace('_', ' ')}: {name} | {group.get('n_lesions', '')} | "
+                f"{interval(group.get('lesion_sensitivity'))} | {interval(group.get('cpm'))} |"
+            )
+    return "Subgroups:\n\n" + "\n".join(lines) + "\n"
+
+
+def _calibration(c: Mapping[str, Any]) -> str:
+    op = c.get("operating_point") or {}
+    fitted = c.get("fitted_on") or {}
+    return (
+        "## Calibration and operating point\n\n"
+        f"- Method: {c.get('method')}, fitted on the `{fitted.get('split')}` split "
+        f"({fitted.get('n_cases')} studies, {fitted.get('n_findings')} findings).\n"
+        f"- Operating point: study probability ≥ {op.get('threshold', float('nan')):.3f}, chosen "
+        f"for sensitivity ≥ {op.get('target_sensitivity')} on that split (achieved "
+        f"{op.get('sensitivity')}, specificity {op.get('specificity')}).\n"
+    )
+
+
+def _targets(m: Mapping[str, Any]) -> str:
+    lines = ["## Release targets\n", "| target | required | achieved | |", "|---|---|---|---|"]
+    for name, path, sense, bound in TARGETS:
+        value = _get(m, (*path, "value"))
+        met = value is not None and (value >= bound if sense == ">=" else value <= bound)
+        shown = "n/a" if value is None else f"{value:.3f}"
+        lines.append(f"| {name} | {sense} {bound} | {shown} | {'met' if met else 'NOT met'} |")
+    return "\n".join(lines) + "\n"

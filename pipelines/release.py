@@ -1,0 +1,156 @@
+"""Package a trained, calibrated model as the self-contained bundle folder that ships in git.
+
+A release folder holds everything serving and a reviewer need, and nothing that points outside:
+
+- ``bundle.yaml``: the recipe with ``calibration``, ``operating_point`` and ``checksums`` filled;
+- ``model.pt``: the network's state dict; ``calibration.json``; ``metrics.json`` (the locked test
+  split); ``history.json`` (the training run);
+- ``MODEL_CARD.md``: rendered from those files, so its figures can never drift from the metrics;
+- ``SHA256SUMS``: one line per file, checked by :func:`verify_release` before a model is served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipelines.bundle import Bundle, load_bundle, write_bundle
+from pipelines.errors import InputNotFoundError, ModelIntegrityError
+from pipelines.evaluation.calibrate import CALIBRATION_FILE
+from pipelines.model_card import CardInputs, render_model_card
+
+BUNDLE_FILE = "bundle.yaml"
+WEIGHTS_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+CARD_FILE = "MODEL_CARD.md"
+SUMS_FILE = "SHA256SUMS"
+#: Files whose digests go into ``bundle.yaml`` (the card and the bundle itself are in SHA256SUMS).
+_ARTEFACTS = (WEIGHTS_FILE, CALIBRATION_FILE, METRICS_FILE, HISTORY_FILE)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_release(
+    calibrated_bundle: Path,
+    weights: Path,
+    metrics: Path,
+    out_dir: Path,
+    *,
+    limitations: Path | None = None,
+    trained_on: str = "",
+) -> Path:
+    """Write the release folder ``out_dir`` (replacing its files) and return its bundle path.
+
+    ``calibrated_bundle`` is the bundle folder written by ``basira calibrate`` (holding
+    ``calibration.json`` and the run's ``history.json``); ``limitations`` is a Markdown file
+    whose text becomes the card's "Known limitations" section.
+
+    Raises:
+        InputNotFoundError: a named input does not exist or the bundle is not calibrated.
+        ConfigError: the bundle does not validate.
+    """
+    bundle_path = calibrated_bundle / BUNDLE_FILE
+    bundle = load_bundle(bundle_path)
+    calibration = calibrated_bundle / (bundle.calibration or CALIBRATION_FILE)
+    history = _history_file(calibrated_bundle, weights)
+    for required in (weights, metrics, calibration, history):
+        if not required.is_file():
+            raise InputNotFoundError(f"{required} does not exist.", path=str(required))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for source, name in (
+        (weights, WEIGHTS_FILE),
+        (calibration, CALIBRATION_FILE),
+        (metrics, METRICS_FILE),
+        (history, HISTORY_FILE),
+    ):
+        shutil.copyfile(source, out_dir / name)
+    released = bundle.model_copy(
+        update={
+            "calibration": CALIBRATION_FILE,
+            "checksums": {name: sha256_file(out_dir / name) for name in _ARTEFACTS},
+        }
+    )
+    write_bundle(released, out_dir / BUNDLE_FILE)
+    card = render_model_card(_card_inputs(released, out_dir, limitations, trained_on))
+    (out_dir / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_sums(out_dir)
+    return out_dir / BUNDLE_FILE
+
+
+def verify_release(release_dir: Path) -> Bundle:
+    """Check every file against ``SHA256SUMS`` and the bundle's checksums; return the bundle.
+
+    Raises:
+        InputNotFoundError: the folder, its bundle or its SHA256SUMS is missing.
+        ModelIntegrityError: a listed file is missing or its digest differs (a corrupt copy or
+            a hand edit): the model must not be served.
+    """
+    sums = release_dir / SUMS_FILE
+    if not sums.is_file():
+        raise InputNotFoundError(f"{sums} does not exist: not a release folder.", path=str(sums))
+    expected: dict[str, str] = {}
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        if name:
+            expected[name] = digest
+    for name, digest in sorted(expected.items()):
+        path = release_dir / name
+        if not path.is_file():
+            raise ModelIntegrityError(f"{path} is listed in {SUMS_FILE} but missing.", file=name)
+        if sha256_file(path) != digest:
+            raise ModelIntegrityError(
+                f"{path} does not match its checksum: the model files are corrupt or were "
+                "edited after release.",
+                file=name,
+            )
+    bundle = load_bundle(release_dir / BUNDLE_FILE)
+    for name, digest in bundle.checksums.items():
+        if expected.get(name) != digest:
+            raise ModelIntegrityError(
+                f"{BUNDLE_FILE} and {SUMS_FILE} disagree on {name}.", file=name
+            )
+    return bundle
+
+
+def _history_file(calibrated_bundle: Path, weights: Path) -> Path:
+    """The run's history: beside the calibrated bundle, else beside the weights."""
+    for folder in (calibrated_bundle, weights.parent):
+        if (folder / HISTORY_FILE).is_file():
+            return folder / HISTORY_FILE
+    return calibrated_bundle / HISTORY_FILE
+
+
+def _card_inputs(
+    bundle: Bundle, out_dir: Path, limitations: Path | None, trained_on: str
+) -> CardInputs:
+    def read(name: str) -> Any:
+        return json.loads((out_dir / name).read_text(encoding="utf-8"))
+
+    if limitations is not None and not limitations.is_file():
+        raise InputNotFoundError(f"{limitations} does not exist.", path=str(limitations))
+    return CardInputs(
+        bundle=bundle,
+        metrics=read(METRICS_FILE),
+        calibration=read(CALIBRATION_FILE),
+        history=read(HISTORY_FILE),
+        weights_sha256=bundle.checksums[WEIGHTS_FILE],
+        limitations=limitations.read_text(encoding="utf-8") if limitations else "",
+        trained_on=trained_on,
+    )
+
+
+def _write_sums(out_dir: Path) -> None:
+    names = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != SUMS_FILE)
+    lines = [f"{sha256_file(out_dir / name)}  {name}" for name in names]
+    (out_dir / SUMS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
