@@ -23,12 +23,12 @@ def print_table(title: str, rows: Sequence[dict[str, Any]]) -> None:
     """Print rows as a Markdown table (pasted as is into RESULTS.md)."""
     if not rows:
         return
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     print(f"\n### {title}\n")
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
-        print("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
+        print("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
 
 
 def _fmt(value: Any) -> str:
