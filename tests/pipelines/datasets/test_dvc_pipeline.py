@@ -35,6 +35,7 @@ prepare_test:
 train: {device: cpu, workers: 0, threads: 1}
 calibrate: {method: temperature, target_sensitivity: 0.9, threads: 1}
 evaluate: {n_bootstrap: 10, seed: 0, threads: 1}
+package: {trained_on: test}
 """
 
 
