@@ -56,6 +56,9 @@ def _register_commands() -> None:
 
     app.command("evaluate")(evaluate_command)
     app.command("calibrate")(calibrate_command)
+    from pipelines.export_commands import export_command
+
+    app.command("export")(export_command)
     from pipelines.registry_commands import models_app
 
     app.add_typer(models_app, name="models")

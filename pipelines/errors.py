@@ -419,6 +419,38 @@ class ModelIntegrityError(ModelError):
     code = "model.checksum_mismatch"
 
 
+class ModelMismatchError(ModelError):
+    """The ONNX model was exported for another preprocessing contract than the bundle's (or
+    carries no Basira metadata), so it would see inputs it was not trained on: re-export it
+    from this bundle with `basira export`."""
+
+    code = "model.preprocess_mismatch"
+
+
+class ModelUnreadableError(ModelError):
+    """ONNX Runtime cannot load the model file (not ONNX, truncated, or an operator this
+    runtime lacks): re-copy or re-export it."""
+
+    code = "model.unreadable"
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+class ExportError(BasiraError):
+    """An ONNX export that cannot produce a model fit to serve."""
+
+    code = "export.invalid"
+    bad_input = False
+
+
+class ExportParityError(ExportError):
+    """ONNX Runtime's output differs from torch's on the same input by more than the stated
+    tolerance, so the ONNX file is not written: report it with the export's detail."""
+
+    code = "export.parity_failed"
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []
