@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -415,7 +416,9 @@ def _model_info(
         weights_sha256=sha256_file(weights),
         opset=config.opset,
         exporter=f"torch {torch.__version__} torchscript",
-        parity_max_abs_diff=kept.max_abs_diff if kept and kept.max_abs_diff else patch_diff,
+        parity_max_abs_diff=kept.max_abs_diff
+        if kept and kept.max_abs_diff is not None
+        else patch_diff,
         parity_tolerance=kept.tolerance if kept else config.tolerance,
         graph_optimization=choice.graph_optimization,
         precision=choice.precision,
@@ -438,15 +441,36 @@ def _choose(
 def _volume_check(
     bundle: Bundle,
     torch_engine: TorchEngine,
-    model_path: Path,
     info: OnnxModelInfo,
     config: ExportConfig,
+    model_path: Path,
 ) -> VolumeParity:
     onnx_engine = load_onnx_engine(bundle, model_path)
     image = parity_volume(bundle.inference.roi_size_kji, config.seed)
     return check_volume_parity(
         torch_engine, onnx_engine, image, tolerance=info.parity_tolerance, findings=bundle.findings
     )
+
+
+def _write_proven(
+    model: bytes,
+    info: OnnxModelInfo,
+    out: Path,
+    volume_check: Callable[[Path], VolumeParity] | None,
+) -> VolumeParity | None:
+    """Write ``model`` with ``info`` as one file; it becomes ``out`` only once ``volume_check``
+    (if given) passed on it, so a refused export leaves nothing behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(out.name + ".partial")
+    try:
+        onnx.save_model(
+            with_metadata(onnx.load_from_string(model), info), staged, save_as_external_data=False
+        )
+        volume = volume_check(staged) if volume_check is not None else None
+        staged.replace(out)
+    finally:
+        staged.unlink(missing_ok=True)
+    return volume
 
 
 def export_model(
@@ -470,22 +494,8 @@ def export_model(
     patch_diff = check_patch_parity(network, model, roi, config)
     choice = _choose(model, network, bundle, config)
     info = _model_info(bundle, weights, config, patch_diff, choice)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    try:
-        onnx.save_model(
-            with_metadata(onnx.load_from_string(choice.model), info),
-            partial,
-            save_as_external_data=False,
-        )
-        volume = (
-            _volume_check(bundle, torch_engine, partial, info, config)
-            if (config.check_volume)
-            else None
-        )
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
+    check = partial(_volume_check, bundle, torch_engine, info, config)
+    volume = _write_proven(choice.model, info, out, check if config.check_volume else None)
     report = ExportReport(
         model_path=str(out),
         onnx_sha256=sha256_file(out),

@@ -154,6 +154,19 @@ def test_a_graph_that_disagrees_is_never_written(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_volume_check_leaves_no_file(
+    exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disagree(*args, **kwargs):
+        raise ExportParityError("volume differs", check="volume")
+
+    monkeypatch.setattr(export_module, "check_volume_parity", disagree)
+    config = ExportConfig(try_variants=False, check_volume=True)
+    with pytest.raises(ExportParityError):
+        export_model(exported.bundle_path, exported.weights, tmp_path / "model.onnx", config)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_weights_of_another_network_are_refused(exported: Exported, tmp_path: Path) -> None:
     torch.save(build_network("unet_small").state_dict(), tmp_path / "other.pt")
     with pytest.raises(CheckpointMismatchError):
