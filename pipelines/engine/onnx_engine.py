@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipelines.bundle import Bundle, InferenceConfig, preprocessing_hash
 from pipelines.errors import ConfigError, ModelMismatchError, ModelUnreadableError
@@ -98,7 +98,8 @@ class OnnxModelInfo(BaseModel):
 
     @classmethod
     def from_metadata(cls, props: Mapping[str, str]) -> OnnxModelInfo | None:
-        """Parse :meth:`to_metadata`'s keys; ``None`` when the model carries no Basira metadata."""
+        """Parse :meth:`to_metadata`'s keys; ``None`` when the model carries no complete Basira
+        metadata (an older or hand-edited model is refused as not made for the bundle)."""
         fields: dict[str, Any] = {}
         for key, text in props.items():
             name = key.removeprefix(METADATA_PREFIX)
@@ -106,7 +107,10 @@ class OnnxModelInfo(BaseModel):
                 continue
             # numbers parse from their text; the one list field is JSON
             fields[name] = json.loads(text) if name == "roi_size_kji" else text
-        return cls.model_validate(fields) if fields else None
+        try:
+            return cls.model_validate(fields)
+        except ValidationError:
+            return None
 
 
 class OnnxEngineConfig(BaseModel):
@@ -225,7 +229,7 @@ def check_model_matches(info: OnnxModelInfo | None, bundle: Bundle, *, source: s
         raise ModelMismatchError(
             f"{source} was exported for another preprocessing contract than bundle "
             f"'{bundle.name}' {bundle.version}"
-            + (" (it carries no Basira metadata)" if found is None else "")
+            + (" (it carries no complete Basira metadata)" if found is None else "")
             + ": re-export it from this bundle.",
             expected=expected,
             found=found,

@@ -88,7 +88,7 @@ def test_model_without_basira_metadata_is_refused(model: Path, tmp_path: Path) -
     bare = onnx.load(model)
     del bare.metadata_props[:]
     onnx.save_model(bare, tmp_path / "bare.onnx")
-    with pytest.raises(ModelMismatchError, match="no Basira metadata"):
+    with pytest.raises(ModelMismatchError, match="no complete Basira metadata"):
         load_onnx_engine(_bundle(), tmp_path / "bare.onnx")
 
 
@@ -104,6 +104,7 @@ def test_metadata_round_trips(model: Path) -> None:
     assert info is not None and info.roi_size_kji == ROI and info.opset == 17
     assert OnnxModelInfo.from_metadata(info.to_metadata()) == info
     assert OnnxModelInfo.from_metadata({"producer": "x"}) is None
+    assert OnnxModelInfo.from_metadata({"basira.model_name": "tiny"}) is None  # incomplete
 
 
 def test_providers_prefer_tensorrt_then_cuda_then_cpu() -> None:
