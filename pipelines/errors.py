@@ -451,6 +451,25 @@ class ExportParityError(ExportError):
     code = "export.parity_failed"
 
 
+# --- outputs ------------------------------------------------------------------------------------
+
+
+class OutputError(BasiraError):
+    """A result object (DICOM SEG, SR, key image, FHIR) that cannot be released as written."""
+
+    code = "output.invalid"
+    http_status = 500
+    bad_input = False
+
+
+class OutputGeometryError(OutputError):
+    """A written result object, read back, does not line up with its source series (a frame on
+    the wrong slice, a mask that differs, a point off its finding, a wrong reference): it is
+    not released. Report it with the detail; the source series itself is not at fault."""
+
+    code = "output.geometry_mismatch"
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []
