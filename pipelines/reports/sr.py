@@ -1,0 +1,154 @@
+"""Comprehensive 3D SR (TID 1500 Measurement Report) with one measurement group per finding.
+
+Each finding is a TID 1411 *Volumetric ROI* group:
+
+* Tracking Identifier and Tracking UID: the same as the finding's SEG segment, which is how a
+  reader links the group to its segment.
+* ROI: a Volume Surface ``SCOORD3D POINT`` at the finding centre (LPS mm, in the source frame of
+  reference), geometric purpose DCM 111010 "Center", with the source series as Source Series
+  for Segmentation. TID 1411 allows exactly one ROI row, so the point, which every report must
+  carry, takes that row; the SEG is referenced per measurement instead (next item).
+* Measurements (TID 300): diameter (mm) and volume (ml), each *inferred from* the SEG frames of
+  the finding's segment (Source of Measurement); and the calibrated confidence as DCM 111012
+  "Certainty of Finding", unit UCUM ``1``. A numeric measurement, not a qualitative evaluation:
+  the calibrated probability is the quantity the model reports, and coding it into categories
+  would throw away the number a reader thresholds on.
+* Finding type SCT "Nodule", category SCT "Morphologically Abnormal Structure", finding site SCT
+  "Lung", and the model as Algorithm Identification (TID 4019).
+
+The SEG and every source instance are listed as evidence.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from pipelines.findings import Finding
+from pipelines.reports import codes as basira_codes
+from pipelines.reports.seg import SEG_SERIES_NUMBER
+from pipelines.reports.study import AnalysedStudy, confidence_of
+
+__all__ = ["PROCEDURE_CT_CHEST", "SR_SERIES_NUMBER", "build_sr", "segment_frame_numbers"]
+
+SR_SERIES_NUMBER = SEG_SERIES_NUMBER + 1
+#: LOINC 24627-2 "CT Chest", the procedure reported.
+PROCEDURE_CT_CHEST = Code("24627-2", "LN", "CT Chest")
+
+
+def segment_frame_numbers(seg: Dataset) -> dict[int, list[int]]:
+    """1-based frame numbers of each segment of a SEG dataset, by segment number."""
+    frames: dict[int, list[int]] = {}
+    for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
+        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        frames.setdefault(segment, []).append(number)
+    return frames
+
+
+def build_sr(study: AnalysedStudy, seg: Dataset) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 report of ``study``'s findings, measured on ``seg`` (the SEG as written).
+
+    Raises:
+        ValueError: the study has no findings (highdicom's TID 1500 needs at least one
+            measurement group; the FHIR report and the result JSON carry a negative result).
+    """
+    if not study.findings:
+        raise ValueError("an SR needs at least one finding; write none for an empty study")
+    frames = segment_frame_numbers(seg)
+    groups = []
+    for finding in study.ordered_findings():
+        source = hd.sr.SourceImageForMeasurement(
+            referenced_sop_class_uid=seg.SOPClassUID,
+            referenced_sop_instance_uid=seg.SOPInstanceUID,
+            referenced_frame_numbers=frames[study.segment_number(finding)],
+        )
+        groups.append(_group(study, finding, source))
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(study),
+        procedure_reported=PROCEDURE_CT_CHEST,
+        imaging_measurements=groups,
+    )
+    algorithm = study.algorithm
+    created = study.created
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*study.headers_in_volume_order, seg],
+        content=report[0],
+        series_instance_uid=generate_uid(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=algorithm.manufacturer,
+        series_description=f"AI findings report ({algorithm.label})",
+        content_date=created.date(),
+        content_time=created.time(),
+    )
+
+
+def _observation_context(study: AnalysedStudy) -> hd.sr.ObservationContext:
+    algorithm = study.algorithm
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=[algorithm.manufacturer, algorithm.label]),
+        name=algorithm.name,
+        manufacturer_name=algorithm.manufacturer,
+        model_name=algorithm.name,
+        serial_number=algorithm.version,
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def _group(
+    study: AnalysedStudy, finding: Finding, source: hd.sr.SourceImageForMeasurement
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    provenance = study.volume.provenance
+    centre = hd.sr.VolumeSurface(
+        graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+        graphic_data=np.array([finding.center_lps_mm], dtype=np.float64),
+        frame_of_reference_uid=provenance.frame_of_reference_uid,
+        source_series=hd.sr.SourceSeriesForSegmentation(provenance.series_instance_uid),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=study.tracking_uid(finding), identifier=f"AI finding {finding.id}"
+        ),
+        referenced_volume_surface=centre,
+        finding_type=basira_codes.FINDING_TYPE,
+        finding_category=basira_codes.FINDING_CATEGORY,
+        algorithm_id=hd.sr.AlgorithmIdentification(
+            name=study.algorithm.name, version=study.algorithm.version
+        ),
+        finding_sites=[hd.sr.FindingSite(basira_codes.LUNG)],
+        geometric_purpose=codes.DCM.Center,
+        measurements=_measurements(finding, source),
+    )
+
+
+def _measurements(
+    finding: Finding, source: hd.sr.SourceImageForMeasurement
+) -> list[hd.sr.Measurement]:
+    return [
+        hd.sr.Measurement(
+            name=basira_codes.DIAMETER,
+            value=finding.diameter_mm,
+            unit=basira_codes.UNIT_MILLIMETRE,
+            referenced_images=[source],
+        ),
+        hd.sr.Measurement(
+            name=basira_codes.VOLUME,
+            value=finding.volume_ml,
+            unit=basira_codes.UNIT_MILLILITRE,
+            referenced_images=[source],
+        ),
+        hd.sr.Measurement(
+            name=basira_codes.CERTAINTY_OF_FINDING,
+            value=confidence_of(finding),
+            unit=basira_codes.UNIT_ONE,
+        ),
+    ]

@@ -1,0 +1,156 @@
+"""Geometry self-check: passes on what the writers produce, fails closed on corrupted objects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pydicom
+import pytest
+
+from pipelines.errors import OutputGeometryError
+from pipelines.reports import (
+    AnalysedStudy,
+    OutputFormat,
+    build_key_images,
+    build_seg,
+    build_sr,
+    check_key_images,
+    check_seg,
+    check_sr,
+    write_outputs,
+)
+from pipelines.reports import writer as writer_module
+
+GEOMETRIES = {
+    "head-first": {"step_mm": -1.25},
+    "feet-first": {"step_mm": 1.25, "patient_position": "FFS"},
+    "head-first shuffled": {"step_mm": -1.25, "shuffle": True},
+    "feet-first shuffled": {"step_mm": 1.25, "patient_position": "FFS", "shuffle": True},
+}
+
+
+def _read_back(dataset, path):
+    dataset.save_as(path, enforce_file_format=True)
+    return pydicom.dcmread(path)
+
+
+def _shift_first_frame_one_slice(seg, study: AnalysedStudy):
+    position = seg.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    step = study.volume.affine_lps[:3, 2]
+    position.ImagePositionPatient = [float(v) for v in np.add(position.ImagePositionPatient, step)]
+    return seg
+
+
+@pytest.mark.parametrize("series", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+def test_write_outputs_releases_every_object_after_the_checks_pass(make_study, tmp_path, series):
+    study = make_study(**series)
+    out = tmp_path / "out"
+    paths = write_outputs(study, out, list(OutputFormat))
+    uid = study.volume.provenance.study_instance_uid
+    assert sorted(p.name for p in paths) == sorted(
+        [f"{uid}.{name}" for name in ("seg.dcm", "sr.dcm", "key-1.dcm", "key-2.dcm", "fhir.json")]
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)
+    assert json.loads((out / f"{uid}.fhir.json").read_text())["resourceType"] == "Bundle"
+
+
+def test_seg_frame_shifted_by_one_slice_fails_the_check(make_study, tmp_path):
+    study = make_study(step_mm=1.25, patient_position="FFS", shuffle=True)
+    seg = _read_back(build_seg(study), tmp_path / "seg.dcm")
+    check_seg(seg, study)
+    with pytest.raises(OutputGeometryError) as raised:
+        check_seg(_shift_first_frame_one_slice(seg, study), study)
+    assert raised.value.code == "output.geometry_mismatch"
+    assert raised.value.detail["object"] == "SEG"
+
+
+def test_seg_frame_off_the_slice_grid_fails_the_check(make_study, tmp_path):
+    study = make_study()
+    seg = _read_back(build_seg(study), tmp_path / "seg.dcm")
+    position = seg.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    position.ImagePositionPatient = [float(v) + 0.3 for v in position.ImagePositionPatient]
+    with pytest.raises(OutputGeometryError, match="not on a source slice"):
+        check_seg(seg, study)
+
+
+def test_seg_with_flipped_orientation_fails_the_check(make_study, tmp_path):
+    study = make_study()
+    seg = _read_back(build_seg(study), tmp_path / "seg.dcm")
+    plane = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+    plane.ImageOrientationPatient = [-1, 0, 0, 0, 1, 0]
+    with pytest.raises(OutputGeometryError, match="orientation"):
+        check_seg(seg, study)
+
+
+def test_seg_whose_mask_differs_from_the_one_written_fails_the_check(make_study, tmp_path):
+    study = make_study()
+    seg = _read_back(build_seg(study), tmp_path / "seg.dcm")
+    other = np.roll(study.findings_mask, 1, axis=2)
+    shifted = replace(study, findings_mask=other)
+    with pytest.raises(OutputGeometryError, match="mask re-read differs"):
+        check_seg(seg, shifted)
+
+
+def test_sr_point_off_the_finding_centre_fails_the_check(make_study, tmp_path):
+    study = make_study(step_mm=1.25)
+    seg = _read_back(build_seg(study), tmp_path / "seg.dcm")
+    sr = _read_back(build_sr(study, seg), tmp_path / "sr.dcm")
+    check_sr(sr, study, seg)
+    point = next(_scoord3d_items(sr))
+    point.GraphicData = [
+        float(v) for v in np.add(point.GraphicData, study.volume.affine_lps[:3, 2])
+    ]
+    with pytest.raises(OutputGeometryError, match="not the finding centre"):
+        check_sr(sr, study, seg)
+
+
+def test_sr_in_another_frame_of_reference_fails_the_check(make_study, tmp_path):
+    study = make_study()
+    seg = _read_back(build_seg(study), tmp_path / "seg.dcm")
+    sr = _read_back(build_sr(study, seg), tmp_path / "sr.dcm")
+    for item in _scoord3d_items(sr):
+        item.ReferencedFrameOfReferenceUID = "1.2.3.4"
+    with pytest.raises(OutputGeometryError, match="another frame of reference"):
+        check_sr(sr, study, seg)
+
+
+def _scoord3d_items(dataset):
+    for item in dataset.get("ContentSequence", []):
+        if item.ValueType == "SCOORD3D":
+            yield item
+        yield from _scoord3d_items(item)
+
+
+def test_key_image_of_the_wrong_slice_fails_the_check(make_study, tmp_path):
+    study = make_study(step_mm=1.25, shuffle=True)
+    images = [
+        _read_back(image, tmp_path / f"k{n}.dcm") for n, image in enumerate(build_key_images(study))
+    ]
+    check_key_images(images, study)
+    uids = study.volume.provenance.sop_instance_uids
+    k = study.nearest_slice(study.ordered_findings()[0])
+    images[0].SourceImageSequence[0].ReferencedSOPInstanceUID = uids[k + 1]
+    with pytest.raises(OutputGeometryError, match="references another slice"):
+        check_key_images(images, study)
+
+
+def test_failed_check_releases_nothing(make_study, tmp_path, monkeypatch):
+    study = make_study()
+
+    def corrupted_seg(analysed: AnalysedStudy):
+        return _shift_first_frame_one_slice(build_seg(analysed), analysed)
+
+    monkeypatch.setattr(writer_module, "build_seg", corrupted_seg)
+    out = tmp_path / "out"
+    with pytest.raises(OutputGeometryError):
+        write_outputs(study, out, ["seg", "sr", "fhir"])
+    assert list(out.iterdir()) == []
+
+
+def test_study_without_findings_gets_only_the_fhir_report(make_study, tmp_path):
+    study = make_study()
+    empty = replace(study, findings_mask=np.zeros_like(study.findings_mask), findings=[])
+    paths = write_outputs(empty, tmp_path, list(OutputFormat))
+    assert [p.suffix for p in paths] == [".json"]
