@@ -26,6 +26,9 @@ from pipelines.findings import FindingsConfig
 from pipelines.networks import known_networks, size_divisor
 from pipelines.transforms import PreprocessConfig
 
+#: The bundle file inside a bundle or release folder.
+BUNDLE_FILE = "bundle.yaml"
+
 PositiveSize = tuple[
     Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]
 ]
@@ -200,3 +203,12 @@ def flatten_bundle(bundle: Bundle) -> dict[str, str]:
 
     walk("", bundle.model_dump(mode="json"))
     return flat
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (the bundle's ``checksums`` values)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -30,7 +30,7 @@ import onnx
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.bundle import Bundle, load_bundle, preprocessing_hash
+from pipelines.bundle import BUNDLE_FILE, Bundle, load_bundle, preprocessing_hash, sha256_file
 from pipelines.engine import Engine, load_onnx_engine, load_torch_engine
 from pipelines.engine.onnx_engine import (
     GraphOptimization,
@@ -43,7 +43,6 @@ from pipelines.engine.onnx_engine import (
 from pipelines.engine.torch_engine import TorchEngine
 from pipelines.errors import ExportError, ExportParityError
 from pipelines.findings import FindingsConfig, extract_findings
-from pipelines.release import BUNDLE_FILE, sha256_file
 
 if TYPE_CHECKING:
     from torch import nn

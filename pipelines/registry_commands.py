@@ -101,12 +101,25 @@ def package_command(
     trained_on: Annotated[
         str, typer.Option("--trained-on", help="Where it was trained, for the model card.")
     ] = "",
+    variants: Annotated[
+        bool,
+        typer.Option(
+            "--variants/--no-variants", help="Time ONNX Runtime variants (fp16, int8, levels)."
+        ),
+    ] = True,
 ) -> None:
-    """Write a self-contained release: weights, calibration, metrics, model card, checksums."""
+    """Write a self-contained release: weights, ONNX, calibration, metrics, card, checksums."""
+    from pipelines.export import ExportConfig
     from pipelines.release import package_release
 
     written = package_release(
-        bundle, weights, metrics, out, limitations=limitations, trained_on=trained_on
+        bundle,
+        weights,
+        metrics,
+        out,
+        limitations=limitations,
+        trained_on=trained_on,
+        export=ExportConfig(check_volume=True, try_variants=variants),
     )
     typer.echo(f"released {written.parent} (model card {written.parent / 'MODEL_CARD.md'})")
 

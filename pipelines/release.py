@@ -3,42 +3,34 @@
 A release folder holds everything serving and a reviewer need, and nothing that points outside:
 
 - ``bundle.yaml``: the recipe with ``calibration``, ``operating_point`` and ``checksums`` filled;
-- ``model.pt``: the network's state dict; ``calibration.json``; ``metrics.json`` (the locked test
-  split); ``history.json`` (the training run);
+- ``model.pt``: the network's state dict; ``model.onnx`` exported from it with proven parity
+  (``model.export.json`` records the parity figures and the variant kept); ``calibration.json``;
+  ``metrics.json`` (the locked test split); ``history.json`` (the training run);
 - ``MODEL_CARD.md``: rendered from those files, so its figures can never drift from the metrics;
 - ``SHA256SUMS``: one line per file, checked by :func:`verify_release` before a model is served.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from pipelines.bundle import Bundle, load_bundle, write_bundle
+from pipelines.bundle import BUNDLE_FILE, Bundle, load_bundle, sha256_file, write_bundle
 from pipelines.errors import InputNotFoundError, ModelIntegrityError
 from pipelines.evaluation.calibrate import CALIBRATION_FILE
+from pipelines.export import ExportConfig, export_model
 from pipelines.model_card import CardInputs, render_model_card
 
-BUNDLE_FILE = "bundle.yaml"
 WEIGHTS_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 CARD_FILE = "MODEL_CARD.md"
 SUMS_FILE = "SHA256SUMS"
 #: Files whose digests go into ``bundle.yaml`` (the card and the bundle itself are in SHA256SUMS).
-_ARTEFACTS = (WEIGHTS_FILE, CALIBRATION_FILE, METRICS_FILE, HISTORY_FILE)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_ARTEFACTS = (WEIGHTS_FILE, ONNX_FILE, CALIBRATION_FILE, METRICS_FILE, HISTORY_FILE)
 
 
 def package_release(
@@ -49,16 +41,19 @@ def package_release(
     *,
     limitations: Path | None = None,
     trained_on: str = "",
+    export: ExportConfig | None = None,
 ) -> Path:
     """Write the release folder ``out_dir`` (replacing its files) and return its bundle path.
 
     ``calibrated_bundle`` is the bundle folder written by ``basira calibrate`` (holding
     ``calibration.json`` and the run's ``history.json``); ``limitations`` is a Markdown file
-    whose text becomes the card's "Known limitations" section.
+    whose text becomes the card's "Known limitations" section. The ONNX export checks parity
+    on patches and on a whole volume (``export`` overrides the settings).
 
     Raises:
         InputNotFoundError: a named input does not exist or the bundle is not calibrated.
         ConfigError: the bundle does not validate.
+        ExportParityError: ONNX Runtime disagrees with torch (nothing is released).
     """
     bundle_path = calibrated_bundle / BUNDLE_FILE
     bundle = load_bundle(bundle_path)
@@ -75,12 +70,16 @@ def package_release(
         (history, HISTORY_FILE),
     ):
         shutil.copyfile(source, out_dir / name)
-    released = bundle.model_copy(
-        update={
-            "calibration": CALIBRATION_FILE,
-            "checksums": {name: sha256_file(out_dir / name) for name in _ARTEFACTS},
-        }
+    released = bundle.model_copy(update={"calibration": CALIBRATION_FILE, "checksums": {}})
+    write_bundle(released, out_dir / BUNDLE_FILE)
+    export_model(
+        out_dir / BUNDLE_FILE,
+        out_dir / WEIGHTS_FILE,
+        out_dir / ONNX_FILE,
+        export or ExportConfig(check_volume=True),
     )
+    checksums = {name: sha256_file(out_dir / name) for name in _ARTEFACTS}
+    released = released.model_copy(update={"checksums": checksums})
     write_bundle(released, out_dir / BUNDLE_FILE)
     card = render_model_card(_card_inputs(released, out_dir, limitations, trained_on))
     (out_dir / CARD_FILE).write_text(card, encoding="utf-8")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipelines import export as export_module
-from pipelines.bundle import Bundle, preprocessing_hash, write_bundle
+from pipelines.bundle import Bundle, preprocessing_hash, sha256_file, write_bundle
 from pipelines.cli import main
 from pipelines.engine.onnx_engine import GraphOptimization, OrtSession, Precision
 from pipelines.engine.torch_engine import TorchEngine
@@ -32,7 +32,6 @@ from pipelines.export import (
     trace_to_onnx,
 )
 from pipelines.networks import build_network
-from pipelines.release import sha256_file
 
 SMALL = {"channels": (4, 8, 8, 8)}
 ROI = (16, 16, 16)

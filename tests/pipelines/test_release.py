@@ -4,7 +4,6 @@ corrupt or edited file is refused before a model is served."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.bundle import load_bundle
+from pipelines.bundle import NetworkConfig, load_bundle, sha256_file, write_bundle
 from pipelines.datasets.manifest import Lesion
 from pipelines.errors import InputNotFoundError, ModelIntegrityError
 from pipelines.evaluation.calibrate import (
@@ -23,9 +22,10 @@ from pipelines.evaluation.calibrate import (
 )
 from pipelines.evaluation.calibration import TemperatureCalibrator
 from pipelines.evaluation.report import CaseRecord, EvaluationConfig, evaluate_cases
+from pipelines.export import ExportConfig
 from pipelines.findings import Finding
 from pipelines.networks import build_network
-from pipelines.release import package_release, sha256_file, verify_release
+from pipelines.release import package_release, verify_release
 
 SHIPPED_BUNDLE = Path(__file__).parents[2] / "models" / "lung-nodule-unet" / "bundle.yaml"
 
@@ -54,8 +54,16 @@ def run(tmp_path: Path) -> dict[str, Path]:
     train_dir.mkdir(parents=True)
     calibrated.mkdir()
     bundle_path = calibrated / "bundle.yaml"
-    shutil.copyfile(SHIPPED_BUNDLE, bundle_path)
-    bundle = load_bundle(bundle_path)
+    shipped = load_bundle(SHIPPED_BUNDLE)
+    small = (32, 32, 32)  # the shipped recipe on a small network, so export takes seconds
+    bundle = shipped.model_copy(
+        update={
+            "network": NetworkConfig(name="unet_small"),
+            "patch_size_kji": small,
+            "inference": shipped.inference.model_copy(update={"roi_size_kji": small}),
+        }
+    )
+    write_bundle(bundle, bundle_path)
     weights = train_dir / "best_model.pt"
     torch.save(build_network(bundle.network.name, bundle.network.kwargs).state_dict(), weights)
     history = [{"epoch": 1.0, "loss": 0.9, "epoch_seconds": 60.0, "patches_per_s": 3.0}]
@@ -100,6 +108,7 @@ def _package(run: dict[str, Path]) -> Path:
         run["out"],
         limitations=run["limitations"],
         trained_on="2 CPU cores",
+        export=ExportConfig(check_volume=True, try_variants=False),
     )
 
 
@@ -108,13 +117,17 @@ def test_release_holds_every_file_with_checksums_that_verify(run):
     out = run["out"]
     names = {p.name for p in out.iterdir()}
     assert {"bundle.yaml", "model.pt", "calibration.json", "metrics.json", "history.json"} <= names
-    assert {"MODEL_CARD.md", "SHA256SUMS"} <= names
+    assert {"model.onnx", "model.export.json", "MODEL_CARD.md", "SHA256SUMS"} <= names
     bundle = verify_release(out)
     assert bundle_path == out / "bundle.yaml"
     assert bundle.calibration == "calibration.json"
     assert bundle.operating_point == pytest.approx(0.42)
     assert bundle.checksums["model.pt"] == sha256_file(run["weights"])
     assert torch.load(out / "model.pt", weights_only=True).keys()
+    assert bundle.checksums["model.onnx"] == sha256_file(out / "model.onnx")
+    report = json.loads((out / "model.export.json").read_text())
+    assert report["patch_max_abs_diff"] <= 1e-4
+    assert report["volume"]["max_abs_diff"] <= 1e-4
 
 
 def test_model_card_reports_the_metrics_with_intervals_and_the_targets(run):
@@ -162,7 +175,7 @@ def test_cli_packages_and_verifies_then_refuses_a_tampered_release(run):
     made = basira(
         "package",
         *("--bundle", str(run["bundle"]), "--weights", str(run["weights"])),
-        *("--metrics", str(run["metrics"]), "--out", str(run["out"])),
+        *("--metrics", str(run["metrics"]), "--out", str(run["out"]), "--no-variants"),
     )
     assert made.returncode == 0, made.stderr
     assert basira("verify", str(run["out"])).returncode == 0
