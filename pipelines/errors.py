@@ -234,6 +234,50 @@ class NoDicomFoundError(InputError):
     code = "input.no_dicom"
 
 
+class OutOfIntendedUseError(InputError):
+    """The series is outside the model's intended use (its card): it gets no score. The
+    specific reason codes below say which condition failed; see ``docs/predict.md``."""
+
+    code = "input.out_of_intended_use"
+
+
+class IntendedModalityError(OutOfIntendedUseError):
+    """The series is not of the modality the model was made for (CT)."""
+
+    code = "intended_use.modality"
+
+
+class IntendedBodyPartError(OutOfIntendedUseError):
+    """Body Part Examined names another region than the model's (chest)."""
+
+    code = "intended_use.body_part"
+
+
+class IntendedSliceThicknessError(OutOfIntendedUseError):
+    """The slice thickness is outside the range the model was validated on."""
+
+    code = "intended_use.slice_thickness"
+
+
+class IntendedSliceCountError(OutOfIntendedUseError):
+    """Fewer slices than the model's intended use requires."""
+
+    code = "intended_use.too_few_slices"
+
+
+class IntendedCoverageError(OutOfIntendedUseError):
+    """The scan is too short along the body axis to cover a chest."""
+
+    code = "intended_use.chest_coverage"
+
+
+class ImplausibleHounsfieldError(OutOfIntendedUseError):
+    """The values do not look like a CT in Hounsfield units (no air, no soft tissue, or values
+    no scanner produces): often a missing or wrong rescale."""
+
+    code = "intended_use.hu_implausible"
+
+
 class ArchiveError(InputError):
     """A zip archive that is corrupt or unsafe."""
 

@@ -27,7 +27,13 @@ from pipelines.engine.base import Engine
 from pipelines.errors import EmptySplitError
 from pipelines.evaluation.report import CaseRecord
 from pipelines.evaluation.segmentation import compute_dice_counts
-from pipelines.findings import FindingsConfig, calibrate_findings, extract_findings, study_score
+from pipelines.findings import (
+    Finding,
+    FindingsConfig,
+    calibrate_findings,
+    extract_findings,
+    study_score,
+)
 from pipelines.prepare import PreparedCase, PreparedIndex, load_prepared_case
 
 if TYPE_CHECKING:
@@ -114,6 +120,22 @@ def split_data_hash(data_dir: Path, cases: Sequence[PreparedCase]) -> str:
     return hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()
 
 
+def apply_calibration(
+    found: Sequence[Finding], calibration: BundleCalibration | None
+) -> tuple[list[Finding], float]:
+    """Findings with calibrated ``confidence`` and the calibrated study probability.
+
+    Shared by evaluation and ``basira predict`` so both report the same numbers. Without a
+    ``calibration`` the findings are returned as they are and the probability is the raw
+    :func:`~pipelines.findings.study_score`.
+    """
+    probability = study_score(found)
+    if calibration is None:
+        return list(found), probability
+    calibrated = calibrate_findings(found, calibration.findings)
+    return calibrated, float(calibration.study.apply(np.array([probability]))[0])
+
+
 def infer_case(
     engine: Engine,
     case: LoadedCase,
@@ -127,11 +149,9 @@ def infer_case(
     Dice counts compare the probability map at the findings threshold with the label.
     """
     prob = engine.predict(case.image_kji)
-    found = extract_findings(prob, case.affine_lps, findings)
-    probability = study_score(found)
-    if calibration is not None:
-        found = calibrate_findings(found, calibration.findings)
-        probability = float(calibration.study.apply(np.array([probability]))[0])
+    found, probability = apply_calibration(
+        extract_findings(prob, case.affine_lps, findings), calibration
+    )
     return CaseRecord(
         case_id=case.case_id,
         lesions=case.lesions,
