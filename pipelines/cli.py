@@ -62,6 +62,9 @@ def _register_commands() -> None:
     from pipelines.registry_commands import models_app
 
     app.add_typer(models_app, name="models")
+    from pipelines.predict_commands import predict_command
+
+    app.command("predict")(predict_command)
 
 
 def main() -> None:

@@ -456,6 +456,13 @@ class ModelError(BasiraError):
     bad_input = False
 
 
+class ModelNotFoundError(ModelError):
+    """The model release folder does not exist or holds no release (no bundle.yaml or
+    SHA256SUMS): install the release or name it with ``--model``."""
+
+    code = "model.not_found"
+
+
 class ModelIntegrityError(ModelError):
     """A file of a model release is missing or does not match its SHA-256 (a corrupt copy or
     an edit after release): the model is not served. Re-copy the release folder."""
@@ -512,6 +519,19 @@ class OutputGeometryError(OutputError):
     not released. Report it with the detail; the source series itself is not at fault."""
 
     code = "output.geometry_mismatch"
+
+
+# --- prediction ---------------------------------------------------------------------------------
+
+
+class PredictionFailedError(BasiraError):
+    """A study's analysis stopped on an unexpected error of ours (not of its input): the
+    study is recorded as ``failed`` with this code and the batch goes on. Report it with the
+    message; rerun with ``--verbose`` for the traceback."""
+
+    code = "predict.failed"
+    http_status = 500
+    bad_input = False
 
 
 def all_error_classes() -> list[type[BasiraError]]:

@@ -1,0 +1,458 @@
+"""``basira predict``: DICOM studies in, one result JSON (and SEG/SR/FHIR/key images) per study out.
+
+The model release is verified and its engine loaded once per batch. Each study's selected series
+is read (the next study's read overlaps the current study's inference, one slot ahead), checked
+against the model's intended use, preprocessed with the bundle's own config, run through the
+engine, and its probability map becomes findings with calibrated confidences and a calibrated
+study probability labelled at the operating point (:func:`apply_calibration`, the same code
+evaluation uses). Finding centres are mapped to source voxel indices and to the nearest source
+slice's SOPInstanceUID; the findings mask is mapped back to the source grid for the DICOM
+outputs, which :func:`~pipelines.reports.write_outputs` checks before releasing.
+
+Every study ends with a result: ``completed``; ``not_analysable`` (no analysable series, out of
+intended use, or input the reader refuses: its code is the reason); or ``failed`` (our own
+error: its code, ``predict.failed`` for an unexpected one). One study's failure never stops the
+batch. See ``docs/predict.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from pydicom.dataset import Dataset
+from scipy import ndimage
+
+from pipelines.bundle import BUNDLE_FILE, Bundle
+from pipelines.dicom.index import StudyEntry, index_inputs
+from pipelines.dicom.selection import Reason
+from pipelines.dicom.volume import ReadPolicy, read_series_volume
+from pipelines.engine import EngineKind, load_engine
+from pipelines.engine.base import Engine
+from pipelines.errors import BasiraError, ModelError, ModelNotFoundError, NoDicomFoundError
+from pipelines.evaluation.calibrate import BundleCalibration, load_calibration
+from pipelines.evaluation.inference import apply_calibration
+from pipelines.findings import Finding, extract_findings
+from pipelines.intended_use import IntendedUseLimits, check_intended_use
+from pipelines.release import ONNX_FILE, SUMS_FILE, WEIGHTS_FILE, verify_release
+from pipelines.reports import (
+    AlgorithmInfo,
+    AnalysedStudy,
+    OutputFormat,
+    StudyConclusion,
+    read_source_headers,
+    write_outputs,
+)
+from pipelines.result import (
+    Diagnosis,
+    DiagnosisLabel,
+    FindingResult,
+    ModelInfo,
+    ReasonResult,
+    StudyResult,
+    StudyStatus,
+)
+from pipelines.transforms import PreprocessedVolume, label_to_source, preprocess_volume
+from pipelines.volume import Volume
+
+__all__ = [
+    "DEFAULT_RELEASE",
+    "LoadedModel",
+    "PredictProgress",
+    "PredictSummary",
+    "StudyAnalysis",
+    "load_model",
+    "predict_inputs",
+    "result_path",
+]
+
+log = logging.getLogger(__name__)
+
+#: The release ``basira predict`` uses when ``--model`` is not given (relative to the cwd).
+DEFAULT_RELEASE = Path("models/lung-nodule-unet/release")
+_SAFE_UID = re.compile(r"^[0-9A-Za-z.\-]{1,64}$")
+_CONCLUSION_TEXT = {
+    DiagnosisLabel.TUMOUR_SUSPECTED: "tumour suspected",
+    DiagnosisLabel.NO_TUMOUR_SUSPECTED: "no tumour suspected",
+}
+
+
+class PredictProgress(Protocol):
+    """Told the number of studies once, then each result as it is written (a progress bar)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, result: StudyResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified release with its engine and calibration, loaded once per batch."""
+
+    bundle: Bundle
+    engine: Engine
+    calibration: BundleCalibration
+    info: ModelInfo
+
+    @property
+    def operating_point(self) -> float:
+        return self.calibration.operating_point.threshold
+
+
+def load_model(
+    release_dir: Path, engine_kind: EngineKind | str = EngineKind.ONNX, threads: int | None = None
+) -> LoadedModel:
+    """Verify the release folder and load its engine and calibration.
+
+    Raises:
+        ModelNotFoundError: the folder holds no release.
+        ModelIntegrityError: a file does not match its checksum.
+        ModelError: the release has no calibration (outputs only show calibrated numbers).
+        and whatever :func:`~pipelines.engine.load_engine` raises.
+    """
+    if not (release_dir / BUNDLE_FILE).is_file() or not (release_dir / SUMS_FILE).is_file():
+        raise ModelNotFoundError(
+            f"No model release at {release_dir} (no {BUNDLE_FILE} and {SUMS_FILE}): install the "
+            "release there or name one with --model.",
+            path=str(release_dir),
+        )
+    bundle = verify_release(release_dir)
+    calibration = load_calibration(release_dir, bundle)
+    if calibration is None:
+        raise ModelError(
+            f"The release at {release_dir} has no calibration: its scores are not "
+            "probabilities and are never shown. Release a calibrated bundle.",
+            path=str(release_dir),
+        )
+    kind = EngineKind(engine_kind)
+    weights = ONNX_FILE if kind is EngineKind.ONNX else WEIGHTS_FILE
+    engine = load_engine(kind, bundle, release_dir / weights, threads=threads)
+    info = ModelInfo(
+        name=bundle.name,
+        version=bundle.version,
+        onnx_sha256=bundle.checksums[ONNX_FILE],
+        engine=kind.value,
+    )
+    return LoadedModel(bundle, engine, calibration, info)
+
+
+@dataclass
+class PredictSummary:
+    """What a batch produced: one result (and its JSON path) per study, plus refused files."""
+
+    results: list[StudyResult] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    n_rejected_files: int = 0
+
+    @property
+    def any_failed(self) -> bool:
+        return any(r.status is StudyStatus.FAILED for r in self.results)
+
+
+def predict_inputs(
+    paths: Sequence[Path],
+    release_dir: Path,
+    out_dir: Path,
+    formats: Iterable[OutputFormat | str] = (),
+    *,
+    engine_kind: EngineKind | str = EngineKind.ONNX,
+    threads: int | None = None,
+    progress: PredictProgress | None = None,
+) -> PredictSummary:
+    """Analyse every study under ``paths`` and write its results into ``out_dir``.
+
+    ``formats`` are written besides the JSON (:class:`~pipelines.reports.OutputFormat`);
+    ``engine_kind`` picks the ONNX Runtime (default) or torch engine, ``threads`` its threads;
+    ``progress`` hears the number of studies, then each result.
+
+    Raises:
+        InputNotFoundError: a named path does not exist.
+        NoDicomFoundError: nothing under ``paths`` was readable DICOM (CLI exit 3).
+        ModelNotFoundError, ModelIntegrityError, ModelError: the model cannot be used.
+    """
+    wanted = frozenset(OutputFormat(f) for f in formats)
+    model = load_model(release_dir, engine_kind, threads)
+    with tempfile.TemporaryDirectory(prefix="basira-predict-") as workdir:
+        index = index_inputs(list(paths), workdir=Path(workdir))
+        if not index.studies:
+            raise NoDicomFoundError(
+                f"Nothing readable as DICOM under {', '.join(str(p) for p in paths)} "
+                f"({len(index.rejected_files)} files refused).",
+                n_rejected=len(index.rejected_files),
+            )
+        analysis = StudyAnalysis(model, out_dir, wanted)
+        summary = PredictSummary(n_rejected_files=len(index.rejected_files))
+        if progress is not None:
+            progress.start(len(index.studies))
+        for result in analysis.run(index.studies):
+            summary.results.append(result)
+            summary.paths.append(result_path(out_dir, result.study_instance_uid))
+            if progress is not None:
+                progress.advance(result)
+    return summary
+
+
+def result_path(out_dir: Path, study_instance_uid: str) -> Path:
+    """``<out_dir>/<StudyInstanceUID>.json`` (a UID that is not file-name safe is hashed)."""
+    name = study_instance_uid
+    if not _SAFE_UID.match(name):
+        name = "study-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+    return out_dir / f"{name}.json"
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One study's selected series as read in the prefetch thread (or why it could not be)."""
+
+    volume: Volume | None = None
+    headers: list[Dataset] = field(default_factory=list)
+    body_part: str = ""
+    error: BaseException | None = None
+    ms: float = 0.0
+
+
+class StudyAnalysis:
+    """Runs the per-study pipeline over studies with a loaded model (one slot read-ahead)."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        out_dir: Path,
+        formats: frozenset[OutputFormat] = frozenset(),
+        *,
+        limits: IntendedUseLimits | None = None,
+        read_policy: ReadPolicy | None = None,
+    ) -> None:
+        self.model = model
+        self.out_dir = out_dir
+        self.formats = formats
+        self.limits = limits or IntendedUseLimits()
+        self.read_policy = read_policy
+
+    def run(self, studies: Sequence[StudyEntry]) -> Iterator[StudyResult]:
+        """Analyse ``studies`` in order, yielding each result after its JSON is written."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="basira-read") as reader:
+            pending: Future[_Read] | None = None
+            for n, study in enumerate(studies):
+                current = pending or reader.submit(self._read, study)
+                pending = (
+                    reader.submit(self._read, studies[n + 1]) if n + 1 < len(studies) else None
+                )
+                result = self.analyse(study, current.result())
+                result_path(self.out_dir, result.study_instance_uid).write_text(
+                    result.to_json(), encoding="utf-8"
+                )
+                yield result
+
+    def _read(self, study: StudyEntry) -> _Read:
+        series = study.selected_series
+        if series is None:
+            return _Read()
+        start = time.perf_counter()
+        try:
+            volume = read_series_volume(series, self.read_policy)
+            headers = (
+                read_source_headers([inst.path for inst in series.instances])
+                if self.formats
+                else []
+            )
+        except Exception as exc:  # reported by the analysing thread, as that study's result
+            return _Read(error=exc, ms=_ms_since(start))
+        body_part = series.instances[0].body_part_examined
+        return _Read(volume, headers, body_part, ms=_ms_since(start))
+
+    def analyse(self, study: StudyEntry, read: _Read) -> StudyResult:
+        """The result of one study whose selected series was read into ``read``."""
+        series = study.selected_series
+        base: dict[str, object] = {
+            "study_instance_uid": study.study_instance_uid,
+            "series_instance_uid": series.series_instance_uid if series else None,
+            "model": self.model.info,
+        }
+        timings: dict[str, float] = {"read": read.ms}
+        start = time.perf_counter()
+        try:
+            if series is None:
+                return self._refused(base, _selection_reasons(study), timings)
+            if read.error is not None:
+                raise read.error
+            if read.volume is None:
+                raise RuntimeError("the selected series was not read")
+            with _timed(timings, "intended_use"):
+                reasons = check_intended_use(
+                    read.volume,
+                    self.model.bundle.intended_use,
+                    body_part=read.body_part,
+                    limits=self.limits,
+                )
+            if reasons:
+                return self._refused(base, reasons, timings)
+            diagnosis, findings = self._infer(read.volume, read.headers, timings)
+        except BasiraError as exc:
+            status = StudyStatus.NOT_ANALYSABLE if exc.bad_input else StudyStatus.FAILED
+            return self._refused(base, [Reason.from_error(exc)], timings, status)
+        except Exception as exc:
+            log.exception("study %s failed", study.study_instance_uid)
+            reason = Reason("predict.failed", f"{type(exc).__name__}: {exc}")
+            return self._refused(base, [reason], timings, StudyStatus.FAILED)
+        timings["total"] = timings["read"] + _ms_since(start)
+        return StudyResult.model_validate(
+            {
+                **base,
+                "status": StudyStatus.COMPLETED,
+                "diagnosis": diagnosis,
+                "findings": findings,
+                "timings_ms": timings,
+            }
+        )
+
+    def _infer(
+        self, volume: Volume, headers: list[Dataset], timings: dict[str, float]
+    ) -> tuple[Diagnosis, list[FindingResult]]:
+        bundle = self.model.bundle
+        with _timed(timings, "preprocess"):
+            pre = preprocess_volume(volume, bundle.preprocess)
+        with _timed(timings, "inference"):
+            prob = self.model.engine.predict(pre.array)
+        with _timed(timings, "findings"):
+            found = extract_findings(prob, pre.affine_lps, bundle.findings)
+            labels = findings_label_map(prob, found, bundle.findings.threshold)
+            found, probability = apply_calibration(found, self.model.calibration)
+            found = [_to_source(finding, pre) for finding in found]
+            diagnosis = self._diagnosis(probability)
+        if self.formats:
+            with _timed(timings, "outputs"):
+                mask = label_to_source(labels, pre.geometry)
+                self._write_outputs(volume, headers, mask, found, diagnosis)
+        return diagnosis, [_finding_result(finding, volume) for finding in found]
+
+    def _diagnosis(self, probability: float) -> Diagnosis:
+        threshold = self.model.operating_point
+        label = (
+            DiagnosisLabel.TUMOUR_SUSPECTED
+            if probability >= threshold
+            else DiagnosisLabel.NO_TUMOUR_SUSPECTED
+        )
+        return Diagnosis(label=label, probability=probability, operating_point=threshold)
+
+    def _write_outputs(
+        self,
+        volume: Volume,
+        headers: list[Dataset],
+        mask: np.ndarray,
+        found: list[Finding],
+        diagnosis: Diagnosis,
+    ) -> None:
+        info = self.model.info
+        study = AnalysedStudy(
+            volume=volume,
+            source_headers=headers,
+            findings_mask=mask,
+            findings=found,
+            algorithm=AlgorithmInfo(info.name, info.version),
+            conclusion=StudyConclusion(
+                label=_CONCLUSION_TEXT[diagnosis.label],
+                probability=diagnosis.probability,
+                operating_point=diagnosis.operating_point,
+            ),
+        )
+        write_outputs(study, self.out_dir, self.formats)
+
+    @staticmethod
+    def _refused(
+        base: Mapping[str, object],
+        reasons: Sequence[Reason],
+        timings: dict[str, float],
+        status: StudyStatus = StudyStatus.NOT_ANALYSABLE,
+    ) -> StudyResult:
+        timings["total"] = sum(timings.values())
+        return StudyResult.model_validate(
+            {
+                **base,
+                "status": status,
+                "reasons": [ReasonResult(code=r.code, message=r.message) for r in reasons],
+                "timings_ms": timings,
+            }
+        )
+
+
+def findings_label_map(
+    prob_kji: np.ndarray, findings: Sequence[Finding], threshold: float
+) -> np.ndarray:
+    """uint8 ``[k, j, i]`` map on the probability map's grid: voxel value ``n`` belongs to the
+    finding with id ``n``; 0 elsewhere, and for components that did not become findings.
+
+    ``findings`` are those :func:`~pipelines.findings.extract_findings` returned for
+    ``prob_kji`` at ``threshold`` (centres on this grid): each is matched to the connected
+    component whose probability-weighted centroid is its centre.
+    """
+    mask = prob_kji >= threshold
+    out = np.zeros(prob_kji.shape, dtype=np.uint8)
+    if not findings:
+        return out
+    labels, n_components = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    index = np.arange(1, n_components + 1)
+    centres_kji = np.asarray(
+        ndimage.center_of_mass(np.where(mask, prob_kji, 0.0), labels, index), dtype=np.float64
+    ).reshape(-1, 3)
+    centres_ijk = centres_kji[:, ::-1]
+    lookup = np.zeros(n_components + 1, dtype=np.uint8)
+    for finding in findings:
+        distance = np.linalg.norm(centres_ijk - np.asarray(finding.center_ijk), axis=1)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] < 1e-3:
+            lookup[nearest + 1] = finding.id
+    return lookup[labels]
+
+
+def _to_source(finding: Finding, pre: PreprocessedVolume) -> Finding:
+    """``finding`` with ``center_ijk`` as a source voxel index (extracted on the model grid)."""
+    source = pre.geometry.output_to_source_ijk(np.asarray(finding.center_ijk, float))
+    return replace(finding, center_ijk=(float(source[0]), float(source[1]), float(source[2])))
+
+
+def _finding_result(finding: Finding, volume: Volume) -> FindingResult:
+    k = float(volume.lps_to_ijk(np.asarray(finding.center_lps_mm))[2])
+    nearest = int(np.clip(round(k), 0, volume.shape[0] - 1))
+    return FindingResult(
+        id=finding.id,
+        center_lps_mm=finding.center_lps_mm,
+        center_ijk=finding.center_ijk,
+        diameter_mm=finding.diameter_mm,
+        volume_ml=finding.volume_ml,
+        confidence=float(finding.confidence if finding.confidence is not None else 0.0),
+        referenced_sop_instance_uid=volume.provenance.sop_instance_uids[nearest],
+    )
+
+
+def _selection_reasons(study: StudyEntry) -> list[Reason]:
+    """Why no series of ``study`` was selected: every series' reasons, without repeats."""
+    seen: dict[tuple[str, str], Reason] = {}
+    for series in study.series:
+        for reason in series.reasons:
+            seen.setdefault((reason.code, reason.message), reason)
+    return list(seen.values()) or [Reason("input.no_dicom", "The study holds no image series.")]
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = _ms_since(start)
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)

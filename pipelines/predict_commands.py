@@ -1,0 +1,97 @@
+"""``basira predict``: parse, then call :func:`pipelines.predict.predict_inputs`."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from pipelines.result import StudyResult
+
+#: Exit code when at least one study ended ``failed`` (its result JSON says why).
+EXIT_STUDY_FAILED = 1
+
+
+class _ProgressBar:
+    """A progress bar on stderr over the studies of a batch (see ``PredictProgress``)."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self._bar: typer.progressbar | None = None  # type: ignore[valid-type]
+
+    def start(self, total: int) -> None:
+        bar = typer.progressbar(length=total, label="predict", file=typer.get_text_stream("stderr"))
+        self._bar = self._stack.enter_context(bar)
+
+    def advance(self, result: StudyResult) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+
+def _formats(value: str) -> list[str]:
+    from pipelines.reports import OutputFormat
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    known = {f.value for f in OutputFormat} | {"json"}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}"
+        )
+    return [name for name in names if name != "json"]
+
+
+def predict_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Folders, zip archives or DICOM files (any mix).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for <StudyInstanceUID>.json etc.")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model release folder [models/lung-nodule-unet/release]."),
+    ] = None,
+    formats: Annotated[
+        str,
+        typer.Option("--format", help="Comma-separated: json,seg,sr,fhir,keyimages (json always)."),
+    ] = "json",
+    engine: Annotated[
+        str, typer.Option("--engine", help="onnx (default, ONNX Runtime) or torch.")
+    ] = "onnx",
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Inference threads [all cores].")
+    ] = None,
+) -> None:
+    """Analyse CT studies: one result JSON per study, plus SEG/SR/FHIR/key images if asked."""
+    from pipelines.engine import EngineKind
+    from pipelines.predict import DEFAULT_RELEASE, predict_inputs
+
+    if engine not in {kind.value for kind in EngineKind}:
+        raise typer.BadParameter(f"--engine must be onnx or torch, not {engine!r}")
+    wanted = _formats(formats)
+    with contextlib.ExitStack() as stack:
+        summary = predict_inputs(
+            paths,
+            model or DEFAULT_RELEASE,
+            out,
+            wanted,
+            engine_kind=engine,
+            threads=threads,
+            progress=_ProgressBar(stack),
+        )
+    counts: dict[str, int] = {}
+    for result in summary.results:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+        if result.reasons:
+            reason = result.reasons[0]
+            typer.echo(
+                f"{result.study_instance_uid}: {result.status.value} [{reason.code}] "
+                f"{reason.message}",
+                err=True,
+            )
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    typer.echo(f"{len(summary.results)} studies ({tally}); results in {out}")
+    if summary.any_failed:
+        raise typer.Exit(EXIT_STUDY_FAILED)
