@@ -231,6 +231,12 @@ def test_folder_without_dicom_exits_3(release, tmp_path, monkeypatch, capsys):
     assert "error[input.no_dicom]" in capsys.readouterr().err
 
 
+def test_unknown_format_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    args = ["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--format", "json,pdf"]
+    assert _basira(monkeypatch, *args) == 2
+    assert "pdf" in capsys.readouterr().err
+
+
 def test_missing_release_is_model_not_found(tmp_path, monkeypatch, capsys):
     write_study(tmp_path / "in", "no-model", shape=(2, 4, 4))
     with pytest.raises(ModelNotFoundError):
