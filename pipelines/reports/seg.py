@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import highdicom as hd
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
@@ -19,7 +20,13 @@ from pipelines.findings import Finding
 from pipelines.reports import codes as basira_codes
 from pipelines.reports.study import AlgorithmInfo, AnalysedStudy
 
-__all__ = ["SEG_SERIES_NUMBER", "algorithm_identification", "build_seg", "segment_label_mask"]
+__all__ = [
+    "SEG_SERIES_NUMBER",
+    "algorithm_identification",
+    "build_seg",
+    "frame_segment_number",
+    "segment_label_mask",
+]
 
 #: Series number of the SEG; SR and key images use the next numbers.
 SEG_SERIES_NUMBER = 9001
@@ -90,3 +97,13 @@ def _segment(study: AnalysedStudy, finding: Finding) -> hd.seg.SegmentDescriptio
         tracking_id=f"AI finding {finding.id}",
         anatomic_regions=[basira_codes.LUNG],
     )
+
+
+def frame_segment_number(seg: Dataset, frame_item: Dataset) -> int | None:
+    """The segment a SEG frame belongs to: from its per-frame item, or from the shared
+    functional groups where every frame has the same one (highdicom writes a lone segment
+    there); None when neither says."""
+    for group in (frame_item, *seg.get("SharedFunctionalGroupsSequence", [])):
+        if "SegmentIdentificationSequence" in group:
+            return int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    return None

@@ -28,6 +28,7 @@ from pydicom.uid import SegmentationStorage
 
 from pipelines.errors import OutputGeometryError
 from pipelines.reports import codes as basira_codes
+from pipelines.reports.seg import frame_segment_number
 from pipelines.reports.study import AnalysedStudy, confidence_of
 
 __all__ = ["ATOL_MM", "check_key_images", "check_seg", "check_sr"]
@@ -102,9 +103,9 @@ def _rebuild_mask(seg: Dataset, study: AnalysedStudy, atol_mm: float) -> np.ndar
         source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         if source != uids[k]:
             raise _fail("frame references another slice", "SEG", frame=index + 1, slice=k)
-        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        segment = frame_segment_number(seg, item)
         on = frames[index] > 0
-        if segment not in labels or np.any(rebuilt[k][on]):
+        if segment is None or segment not in labels or np.any(rebuilt[k][on]):
             raise _fail("frame segment unknown or overlapping", "SEG", frame=index + 1)
         rebuilt[k][on] = labels[segment]
     return rebuilt

@@ -30,7 +30,7 @@ from pydicom.uid import generate_uid
 
 from pipelines.findings import Finding
 from pipelines.reports import codes as basira_codes
-from pipelines.reports.seg import SEG_SERIES_NUMBER
+from pipelines.reports.seg import SEG_SERIES_NUMBER, frame_segment_number
 from pipelines.reports.study import AnalysedStudy, confidence_of
 
 __all__ = ["PROCEDURE_CT_CHEST", "SR_SERIES_NUMBER", "build_sr", "segment_frame_numbers"]
@@ -44,7 +44,9 @@ def segment_frame_numbers(seg: Dataset) -> dict[int, list[int]]:
     """1-based frame numbers of each segment of a SEG dataset, by segment number."""
     frames: dict[int, list[int]] = {}
     for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        segment = frame_segment_number(seg, item)
+        if segment is None:
+            raise ValueError(f"SEG frame {number} names no segment")
         frames.setdefault(segment, []).append(number)
     return frames
 

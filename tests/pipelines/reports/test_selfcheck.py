@@ -154,3 +154,16 @@ def test_study_without_findings_gets_only_the_fhir_report(make_study, tmp_path):
     empty = replace(study, findings_mask=np.zeros_like(study.findings_mask), findings=[])
     paths = write_outputs(empty, tmp_path, list(OutputFormat))
     assert [p.suffix for p in paths] == [".json"]
+
+
+def test_study_with_one_finding_releases_seg_and_sr(make_study, tmp_path):
+    """highdicom puts a lone segment's identification in the shared functional groups."""
+    study = make_study()
+    first = study.findings[0]
+    mask = np.where(study.findings_mask == first.id, first.id, 0).astype(np.uint8)
+    single = replace(study, findings_mask=mask, findings=[first])
+    paths = write_outputs(single, tmp_path, ["seg", "sr"])
+    uid = study.volume.provenance.study_instance_uid
+    assert sorted(p.name for p in paths) == [f"{uid}.seg.dcm", f"{uid}.sr.dcm"]
+    seg = pydicom.dcmread(next(p for p in paths if p.name.endswith("seg.dcm")))
+    assert len(seg.SegmentSequence) == 1
