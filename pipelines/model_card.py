@@ -88,7 +88,8 @@ def _model(b: Bundle, weights_sha256: str) -> str:
     p = b.preprocess
     return (
         "## Model\n\n"
-        f"- Network: `{b.network.name}` {dict(b.network.kwargs) or ''} (MONAI), patch "
+        f"- Network: `{b.network.name}`{f' {dict(b.network.kwargs)}' if b.network.kwargs else ''} "
+        "(MONAI), patch "
         f"{'×'.join(map(str, b.patch_size_kji))} voxels (k, j, i).\n"
         f"- Preprocessing: orientation {p.orientation}, spacing {tuple(p.target_spacing_mm)} mm "
         f"(i, j, k), window {tuple(p.window_hu)} HU, crop `{p.crop}`; contract hash "
@@ -128,6 +129,8 @@ def _training(card: CardInputs) -> str:
 
 def _evaluation(m: Mapping[str, Any]) -> str:
     det, study = m.get("detection") or {}, m.get("study") or {}
+    threshold = study.get("threshold")
+    op = f" (probability ≥ {threshold:.3f})" if isinstance(threshold, float) else ""
     rows = [
         ("CPM (mean sensitivity at 1/8–8 FP/scan)", interval(det.get("cpm"))),
         *(
@@ -137,11 +140,11 @@ def _evaluation(m: Mapping[str, Any]) -> str:
         ("Lesion sensitivity (any finding)", interval(det.get("lesion_sensitivity"))),
         ("Study ROC AUC", interval(study.get("auc"))),
         (
-            f"Study sensitivity at threshold {study.get('threshold')}",
+            f"Study sensitivity at the operating point{op}",
             interval(study.get("sensitivity")),
         ),
         (
-            f"Study specificity at threshold {study.get('threshold')}",
+            f"Study specificity at the operating point{op}",
             interval(study.get("specificity")),
         ),
         ("Dice (mean over cases with lesions)", interval(_get(m, ("segmentation", "dice_mean")))),
