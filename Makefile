@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_DIR ?= data/demo
+MODEL ?= models/lung-nodule-unet/release
 
 .PHONY: install demo test lint bench clean
 
@@ -23,9 +24,14 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Sample studies from a seed neither the training (7) nor the test set (1007) used, checked,
+# then read by the shipped reference model into JSON, SEG, SR, FHIR and key images.
 demo: install
-	$(BIN)/basira synth --out $(DEMO_DIR) --n 3 --seed 7 --preview
-	$(BIN)/basira inspect $(DEMO_DIR)
+	$(BIN)/basira synth --out $(DEMO_DIR)/studies --n 3 --seed 42 --preview
+	$(BIN)/basira inspect $(DEMO_DIR)/studies
+	$(BIN)/basira models verify $(MODEL)
+	$(BIN)/basira predict $(DEMO_DIR)/studies --out $(DEMO_DIR)/results --model $(MODEL) \
+		--format json,seg,sr,fhir,keyimages
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
