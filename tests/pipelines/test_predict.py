@@ -13,99 +13,29 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 
-from pipelines.bundle import NetworkConfig, load_bundle, sha256_file, write_bundle
+from pipelines.bundle import load_bundle, sha256_file
 from pipelines.cli import main
-from pipelines.datasets.manifest import Lesion
 from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.index import index_inputs
 from pipelines.dicom.volume import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
 from pipelines.errors import ModelNotFoundError
-from pipelines.evaluation.calibrate import (
-    BundleCalibration,
-    FittedOn,
-    StoredOperatingPoint,
-    save_calibration,
-)
-from pipelines.evaluation.calibration import TemperatureCalibrator
-from pipelines.evaluation.report import CaseRecord, EvaluationConfig, evaluate_cases
-from pipelines.export import ExportConfig
-from pipelines.findings import Finding
-from pipelines.networks import build_network
 from pipelines.predict import LoadedModel, StudyAnalysis, load_model, predict_inputs
-from pipelines.release import package_release
 from pipelines.result import StudyResult, StudyStatus
 from pipelines.transforms import PreprocessConfig
+from tests.pipelines.releases import make_release, small_bundle
 from tests.pipelines.test_intended_use import chest_hu
 from tests.pipelines.test_result import SCHEMA_FILE, schema_errors
 
-SHIPPED_BUNDLE = Path(__file__).parents[2] / "models" / "lung-nodule-unet" / "bundle.yaml"
 SHAPE = (64, 32, 32)  # 64 slices x 2.5 mm = 160 mm: a (coarse) chest
-
-
-def _metrics(path: Path) -> Path:
-    lesion = Lesion(id=1, center_lps_mm=(0.0, 0.0, 0.0), diameter_mm=8.0)
-    hit = Finding(1, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), 6.0, 0.1, 0.9)
-    records = [
-        CaseRecord("a", [lesion], [hit], 0.9, 1.0),
-        CaseRecord("b", [], [], 0.1, 1.0),
-    ]
-    path.write_text(json.dumps(evaluate_cases(records, EvaluationConfig(n_bootstrap=20))))
-    return path
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real release of a fresh unet_small on a coarse grid (export takes seconds)."""
-    root = tmp_path_factory.mktemp("release")
-    calibrated = root / "run_cal"
-    calibrated.mkdir()
-    shipped = load_bundle(SHIPPED_BUNDLE)
-    small = (32, 32, 32)
-    bundle = shipped.model_copy(
-        update={
-            "network": NetworkConfig(name="unet_small"),
-            "patch_size_kji": small,
-            "inference": shipped.inference.model_copy(update={"roi_size_kji": small}),
-            "preprocess": PreprocessConfig(target_spacing_mm=(10.0, 10.0, 5.0)),
-        }
-    )
-    write_bundle(bundle, calibrated / "bundle.yaml")
-    weights = root / "best_model.pt"
-    torch.manual_seed(0)
-    torch.save(build_network(bundle.network.name, bundle.network.kwargs).state_dict(), weights)
-    (root / "history.json").write_text(json.dumps([{"epoch": 1.0, "loss": 0.9}]))
-    save_calibration(
-        calibrated / "bundle.yaml",
-        BundleCalibration(
-            method="temperature",
-            findings=TemperatureCalibrator(temperature=1.4),
-            study=TemperatureCalibrator(temperature=1.1),
-            operating_point=StoredOperatingPoint(
-                threshold=0.42, target_sensitivity=0.9, sensitivity=0.93, specificity=0.8
-            ),
-            fitted_on=FittedOn(
-                data="data/prepared",
-                split="val",
-                data_sha256="0" * 64,
-                n_cases=16,
-                n_positive_cases=11,
-                n_findings=40,
-                n_true_findings=15,
-            ),
-        ),
-    )
-    out = root / "release"
-    package_release(
-        calibrated,
-        weights,
-        _metrics(root / "metrics.json"),
-        out,
-        export=ExportConfig(check_volume=True, try_variants=False),
-    )
-    return out
+    preprocess = PreprocessConfig(target_spacing_mm=(10.0, 10.0, 5.0))
+    return make_release(tmp_path_factory.mktemp("release"), small_bundle(preprocess))
 
 
 def write_study(

@@ -11,90 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.bundle import NetworkConfig, load_bundle, sha256_file, write_bundle
-from pipelines.datasets.manifest import Lesion
+from pipelines.bundle import sha256_file
 from pipelines.errors import InputNotFoundError, ModelIntegrityError
-from pipelines.evaluation.calibrate import (
-    BundleCalibration,
-    FittedOn,
-    StoredOperatingPoint,
-    save_calibration,
-)
-from pipelines.evaluation.calibration import TemperatureCalibrator
-from pipelines.evaluation.report import CaseRecord, EvaluationConfig, evaluate_cases
-from pipelines.export import ExportConfig
-from pipelines.findings import Finding
-from pipelines.networks import build_network
 from pipelines.release import package_release, verify_release
-
-SHIPPED_BUNDLE = Path(__file__).parents[2] / "models" / "lung-nodule-unet" / "bundle.yaml"
-
-
-def _finding(center: tuple[float, float, float], score: float) -> Finding:
-    return Finding(1, (0.0, 0.0, 0.0), center, 6.0, 0.1, score)
-
-
-def _metrics(path: Path) -> Path:
-    lesion = Lesion(id=1, center_lps_mm=(0.0, 0.0, 0.0), diameter_mm=8.0)
-    records = [
-        CaseRecord("a", [lesion], [_finding((1, 0, 0), 0.9)], 0.9, 1.0),
-        CaseRecord("b", [lesion], [_finding((30, 0, 0), 0.6)], 0.6, 2.5),
-        CaseRecord("c", [], [_finding((5, 5, 5), 0.3)], 0.3, 1.0),
-        CaseRecord("d", [], [], 0.1, 1.0),
-    ]
-    metrics = evaluate_cases(records, EvaluationConfig(n_bootstrap=50))
-    path.write_text(json.dumps(metrics))
-    return path
+from tests.pipelines.releases import NO_VARIANTS, calibrated_run, small_bundle, write_metrics
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> dict[str, Path]:
     """A trained-and-calibrated run as `basira train` + `basira calibrate` leave it."""
-    train_dir, calibrated = tmp_path / "runs" / "ref", tmp_path / "runs" / "ref_cal"
-    train_dir.mkdir(parents=True)
-    calibrated.mkdir()
-    bundle_path = calibrated / "bundle.yaml"
-    shipped = load_bundle(SHIPPED_BUNDLE)
-    small = (32, 32, 32)  # the shipped recipe on a small network, so export takes seconds
-    bundle = shipped.model_copy(
-        update={
-            "network": NetworkConfig(name="unet_small"),
-            "patch_size_kji": small,
-            "inference": shipped.inference.model_copy(update={"roi_size_kji": small}),
-        }
-    )
-    write_bundle(bundle, bundle_path)
-    weights = train_dir / "best_model.pt"
-    torch.save(build_network(bundle.network.name, bundle.network.kwargs).state_dict(), weights)
-    history = [{"epoch": 1.0, "loss": 0.9, "epoch_seconds": 60.0, "patches_per_s": 3.0}]
-    history.append({"epoch": 2.0, "loss": 0.7, "epoch_seconds": 90.0, "cpm": 0.8})
-    (train_dir / "history.json").write_text(json.dumps(history))
-    save_calibration(
-        bundle_path,
-        BundleCalibration(
-            method="temperature",
-            findings=TemperatureCalibrator(temperature=1.4),
-            study=TemperatureCalibrator(temperature=1.1),
-            operating_point=StoredOperatingPoint(
-                threshold=0.42, target_sensitivity=0.9, sensitivity=0.93, specificity=0.8
-            ),
-            fitted_on=FittedOn(
-                data="data/prepared",
-                split="val",
-                data_sha256="0" * 64,
-                n_cases=16,
-                n_positive_cases=11,
-                n_findings=40,
-                n_true_findings=15,
-            ),
-        ),
-    )
+    calibrated, weights = calibrated_run(tmp_path, small_bundle())
     limitations = tmp_path / "limitations.md"
     limitations.write_text("- Trained on synthetic data only.\n")
     return {
         "bundle": calibrated,
         "weights": weights,
-        "metrics": _metrics(tmp_path / "metrics.json"),
+        "metrics": write_metrics(tmp_path / "metrics.json"),
         "limitations": limitations,
         "out": tmp_path / "release",
     }
@@ -108,7 +40,7 @@ def _package(run: dict[str, Path]) -> Path:
         run["out"],
         limitations=run["limitations"],
         trained_on="2 CPU cores",
-        export=ExportConfig(check_volume=True, try_variants=False),
+        export=NO_VARIANTS,
     )
 
 
