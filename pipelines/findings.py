@@ -64,7 +64,7 @@ class FindingsConfig(BaseModel):
     #: Components whose equivalent-sphere diameter is smaller are dropped (speckle).
     min_diameter_mm: float = Field(default=2.0, ge=0.0)
     #: At most this many findings are returned, the highest scores first.
-    max_findings: int = Field(default=20, ge=1)
+    max_findings: int = Field(default=20, ge=1, le=255)  # ids fit a uint8 mask and SEG
     #: Score of a component: its maximum or its mean voxel probability.
     score: Literal["max", "mean"] = "max"
 
@@ -83,6 +83,15 @@ def extract_findings(
         At most ``config.max_findings`` findings in descending score order (ties: larger volume
         first), with ids ``1..n`` in that order.
     """
+    return extract_findings_with_mask(prob_kji, affine_lps, config)[0]
+
+
+def extract_findings_with_mask(
+    prob_kji: np.ndarray, affine_lps: np.ndarray, config: FindingsConfig
+) -> tuple[list[Finding], np.ndarray]:
+    """:func:`extract_findings`, plus the uint8 ``[k, j, i]`` mask on ``prob_kji``'s grid whose
+    voxel value ``n`` belongs to finding ``n`` (0 elsewhere, and for dropped components): the
+    segmentation the DICOM SEG and key images are drawn from, labelled once."""
     prob = np.asarray(prob_kji)
     affine = np.asarray(affine_lps, dtype=np.float64)
     if prob.ndim != 3:
@@ -91,9 +100,10 @@ def extract_findings(
         raise ValueError(f"affine_lps must be 4x4, got shape {affine.shape}")
 
     mask = prob >= config.threshold
+    finding_mask = np.zeros(prob.shape, dtype=np.uint8)
     box = _bounding_box(mask)
     if box is None:
-        return []
+        return [], finding_mask
     labels, n_components = ndimage.label(mask[box], structure=_CONNECTIVITY_26)
     k, j, i = np.nonzero(labels)
     component = labels[k, j, i] - 1
@@ -118,7 +128,10 @@ def extract_findings(
     order = keep[np.lexsort((-volume_mm3[keep], -score[keep]))][: config.max_findings]
 
     center_lps = centroid_ijk[order] @ affine[:3, :3].T + affine[:3, 3]
-    return [
+    finding_of_label = np.zeros(n_components + 1, dtype=np.uint8)
+    finding_of_label[order + 1] = np.arange(1, order.size + 1)
+    finding_mask[box] = finding_of_label[labels]
+    findings = [
         Finding(
             id=rank,
             center_ijk=_triple(centroid_ijk[c]),
@@ -129,6 +142,7 @@ def extract_findings(
         )
         for rank, c in enumerate(order, start=1)
     ]
+    return findings, finding_mask
 
 
 def study_score(findings: Sequence[Finding]) -> float:

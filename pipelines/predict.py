@@ -31,7 +31,6 @@ from typing import Protocol
 
 import numpy as np
 from pydicom.dataset import Dataset
-from scipy import ndimage
 
 from pipelines.bundle import BUNDLE_FILE, Bundle
 from pipelines.dicom.index import StudyEntry, index_inputs
@@ -42,7 +41,7 @@ from pipelines.engine.base import Engine
 from pipelines.errors import BasiraError, ModelError, ModelNotFoundError, NoDicomFoundError
 from pipelines.evaluation.calibrate import BundleCalibration, load_calibration
 from pipelines.evaluation.inference import apply_calibration
-from pipelines.findings import Finding, extract_findings
+from pipelines.findings import Finding, extract_findings_with_mask
 from pipelines.intended_use import IntendedUseLimits, check_intended_use
 from pipelines.release import ONNX_FILE, SUMS_FILE, WEIGHTS_FILE, verify_release
 from pipelines.reports import (
@@ -326,8 +325,7 @@ class StudyAnalysis:
         with _timed(timings, "inference"):
             prob = self.model.engine.predict(pre.array)
         with _timed(timings, "findings"):
-            found = extract_findings(prob, pre.affine_lps, bundle.findings)
-            labels = findings_label_map(prob, found, bundle.findings.threshold)
+            found, labels = extract_findings_with_mask(prob, pre.affine_lps, bundle.findings)
             found, probability = apply_calibration(found, self.model.calibration)
             found = [_to_source(finding, pre) for finding in found]
             diagnosis = self._diagnosis(probability)
@@ -385,35 +383,6 @@ class StudyAnalysis:
                 "timings_ms": timings,
             }
         )
-
-
-def findings_label_map(
-    prob_kji: np.ndarray, findings: Sequence[Finding], threshold: float
-) -> np.ndarray:
-    """uint8 ``[k, j, i]`` map on the probability map's grid: voxel value ``n`` belongs to the
-    finding with id ``n``; 0 elsewhere, and for components that did not become findings.
-
-    ``findings`` are those :func:`~pipelines.findings.extract_findings` returned for
-    ``prob_kji`` at ``threshold`` (centres on this grid): each is matched to the connected
-    component whose probability-weighted centroid is its centre.
-    """
-    mask = prob_kji >= threshold
-    out = np.zeros(prob_kji.shape, dtype=np.uint8)
-    if not findings:
-        return out
-    labels, n_components = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    index = np.arange(1, n_components + 1)
-    centres_kji = np.asarray(
-        ndimage.center_of_mass(np.where(mask, prob_kji, 0.0), labels, index), dtype=np.float64
-    ).reshape(-1, 3)
-    centres_ijk = centres_kji[:, ::-1]
-    lookup = np.zeros(n_components + 1, dtype=np.uint8)
-    for finding in findings:
-        distance = np.linalg.norm(centres_ijk - np.asarray(finding.center_ijk), axis=1)
-        nearest = int(np.argmin(distance))
-        if distance[nearest] < 1e-3:
-            lookup[nearest + 1] = finding.id
-    return lookup[labels]
 
 
 def _to_source(finding: Finding, pre: PreprocessedVolume) -> Finding:

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipelines.findings import Finding, FindingsConfig, extract_findings, study_score
+from pipelines.findings import (
+    Finding,
+    FindingsConfig,
+    extract_findings,
+    extract_findings_with_mask,
+    study_score,
+)
 
 # i: 0.5 mm toward patient right (flipped), j: 0.8 mm posterior, k: 2 mm superior, shifted origin.
 AFFINE = np.array(
@@ -74,6 +80,24 @@ def test_findings_are_ranked_by_score_capped_and_small_ones_dropped():
     assert [f.id for f in findings] == [1, 2, 3]
     assert [f.score for f in findings] == pytest.approx([0.95, 0.85, 0.75])
     assert findings[0].center_ijk[0] == pytest.approx(7.0)
+
+
+def test_finding_mask_labels_each_kept_component_with_its_finding_id():
+    prob = _empty_map()
+    for n, score in enumerate([0.55, 0.95, 0.75, 0.65, 0.85]):
+        prob[1:4, 1:4, 1 + 5 * n : 4 + 5 * n] = score
+    prob[8, 18, 28] = 1.0  # dropped: too small
+
+    findings, mask = extract_findings_with_mask(prob, AFFINE, FindingsConfig(max_findings=3))
+
+    assert mask.shape == prob.shape and mask.dtype == np.uint8
+    for finding in findings:
+        i, j, k = (round(v) for v in finding.center_ijk)
+        assert mask[k, j, i] == finding.id
+        assert np.count_nonzero(mask == finding.id) == 27
+    assert set(np.unique(mask)) == {0, 1, 2, 3}  # the 0.55, 0.65 and 1-voxel ones are dropped
+    assert mask[8, 18, 28] == 0
+    assert not extract_findings_with_mask(_empty_map(), AFFINE, FindingsConfig())[1].any()
 
 
 def test_threshold_is_inclusive_and_empty_map_has_no_findings():
