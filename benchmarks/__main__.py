@@ -12,6 +12,7 @@ BENCHMARKS = {
     "synth": "Synthetic study generation",
     "prepare": "Prepare one study (read + preprocess + cache)",
     "train": "Training throughput on CPU (shipped bundle: train step vs forward, epoch, window)",
+    "predict": "Predict one study (DICOM to all outputs)",
 }
 
 

@@ -1,0 +1,156 @@
+"""One chest CT from DICOM to every output with the shipped reference model (issue 5).
+
+Measured: ``basira predict`` end to end as a user runs it (a fresh process: start, verify and load
+the release, read, check, preprocess, infer, findings, JSON + SEG + SR + FHIR + key images), its
+stage breakdown, and its peak memory. Baselines in the same run, on the same series and the same
+network weights: the pipeline a MONAI user writes by default (``LoadImage`` on the DICOM folder →
+``Spacing`` → intensity scaling → ``sliding_window_inference`` over the whole volume, torch), and
+the torch engine against ONNX Runtime on the same preprocessed volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import median_seconds, print_table
+from pipelines.dicom.geometry import affine_from_dicom
+from pipelines.dicom.index import index_inputs
+from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
+from pipelines.engine import load_engine
+from pipelines.release import verify_release
+from pipelines.transforms import preprocess_volume
+
+RELEASE = Path(__file__).resolve().parents[1] / "models" / "lung-nodule-unet" / "release"
+FORMATS = "json,seg,sr,fhir,keyimages"
+
+
+def _chest_series(out: Path, shape: tuple[int, int, int]) -> Path:
+    """A chest-like CT series (body, two dark lungs, a spine, one nodule) at 0.7 × 0.7 × 1.25 mm."""
+    rng = np.random.default_rng(0)
+    k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    cj, ci = shape[1] / 2, shape[2] / 2
+    body = ((j - cj) / (shape[1] * 0.33)) ** 2 + ((i - ci) / (shape[2] * 0.42)) ** 2 < 1
+    lungs = ((j - cj) / (shape[1] * 0.25)) ** 2 + (
+        (np.abs(i - ci) - shape[2] * 0.2) / (shape[2] * 0.14)
+    ) ** 2 < 1
+    spine = (j - cj - shape[1] * 0.22) ** 2 + (i - ci) ** 2 < (shape[2] * 0.05) ** 2
+    nodule = (k - shape[0] / 2) ** 2 + (j - cj) ** 2 + (i - ci + shape[2] * 0.2) ** 2 < 64
+    volume = np.full(shape, -1000.0, np.float32)
+    volume[np.broadcast_to(body, shape)] = 40.0
+    volume[np.broadcast_to(lungs, shape)] = -850.0
+    volume[np.broadcast_to(spine, shape)] = 700.0
+    volume[nodule] = 30.0
+    volume += rng.normal(0, 20, shape).astype(np.float32)
+    affine = affine_from_dicom((1, 0, 0, 0, 1, 0), (0.7, 0.7), (-180.0, -180.0, 0.0), (0, 0, -1.25))
+    write_ct_series(volume, affine, out, CTSeriesInfo(uid_seed=str(out), slice_thickness_mm=1.25))
+    return out
+
+
+def _basira_cli(series: Path, out: Path) -> tuple[float, dict[str, float]]:
+    """Wall time of ``basira predict`` in a fresh process, and the study's stage timings."""
+    command = [str(Path(sys.executable).parent / "basira"), "predict", str(series)]
+    command += ["--out", str(out), "--model", str(RELEASE), "--format", FORMATS]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    (result,) = [p for p in out.glob("*.json") if not p.name.endswith(".fhir.json")]
+    timings = json.loads(result.read_text())["timings_ms"]
+    return seconds, {name: ms / 1000 for name, ms in timings.items()}
+
+
+def _monai_default(series: Path, bundle: Any, weights: Path) -> Any:
+    """The default MONAI pipeline on the same folder and weights (torch, whole volume)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirst,
+        LoadImage,
+        ScaleIntensityRange,
+        Spacing,
+    )
+
+    from pipelines.networks import build_network
+
+    network = build_network(bundle.network.name, bundle.network.kwargs)
+    network.load_state_dict(torch.load(weights, weights_only=True))
+    network.eval()
+    low, high = bundle.preprocess.window_hu
+    transform = Compose(
+        [
+            LoadImage(reader="PydicomReader", image_only=True),
+            EnsureChannelFirst(),
+            Spacing(pixdim=bundle.preprocess.target_spacing_mm, mode="bilinear"),
+            ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
+        ]
+    )
+
+    def run() -> None:
+        image = transform(str(series))
+        with torch.no_grad():
+            sliding_window_inference(
+                image[None].float(), bundle.inference.roi_size_kji, 2, network, overlap=0.25
+            )
+
+    return run
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure and return the table rows (``quick``: a small series, one repeat)."""
+    shape = (40, 128, 128) if quick else (250, 512, 512)
+    repeats = 1 if quick else 3
+    bundle = verify_release(RELEASE)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="basira-bench-") as tmp:
+        series = _chest_series(Path(tmp) / "series", shape)
+        runs = [_basira_cli(series, Path(tmp) / f"out{n}") for n in range(repeats)]
+        total = float(np.median([seconds for seconds, _ in runs]))
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        stages = runs[len(runs) // 2][1]
+        monai = median_seconds(_monai_default(series, bundle, RELEASE / "model.pt"), repeats)
+        label = f"{shape[2]}x{shape[1]}x{shape[0]}"
+        rows.append(
+            {
+                "what": f"basira predict, {label}, all outputs",
+                "seconds": total,
+                "x MONAI default": total / monai,
+                "peak MB": peak_mb,
+            }
+        )
+        rows.append(
+            {
+                "what": "MONAI default pipeline (torch, whole volume)",
+                "seconds": monai,
+                "x MONAI default": 1.0,
+            }
+        )
+        rows += [{"what": f"  stage: {name}", "seconds": value} for name, value in stages.items()]
+        volume = read_series_volume(index_inputs([series], workdir=Path(tmp)).studies[0].series[0])
+        image = preprocess_volume(volume, bundle.preprocess).array
+        for kind, path in (("torch", RELEASE / "model.pt"), ("onnx", RELEASE / "model.onnx")):
+            engine = load_engine(kind, bundle, path, threads=2)
+            seconds = median_seconds(lambda e=engine: e.predict(image), repeats)
+            rows.append({"what": f"engine {kind}, preprocessed {image.shape}", "seconds": seconds})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small series (smoke test)")
+    args = parser.parse_args()
+    print_table("Predict one study (DICOM to all outputs)", run(quick=args.quick))
+
+
+if __name__ == "__main__":
+    main()
