@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.bundle import Bundle, load_bundle
 from pipelines.datasets.manifest import Split
-from pipelines.errors import CheckpointMismatchError, InputNotFoundError
 from pipelines.evaluation.calibrate import (
     BundleCalibration,
     CalibrationMethod,
@@ -60,25 +59,11 @@ def bundle_file(path: Path) -> Path:
 
 
 def load_engine(bundle: Bundle, weights: Path, options: RunOptions) -> TorchEngine:
-    """The bundle's network with ``weights`` behind the torch sliding-window engine.
+    """The bundle's network with ``weights`` behind the torch engine, as ``options`` say
+    (:func:`pipelines.engine.load_torch_engine`; its errors)."""
+    from pipelines.engine import load_torch_engine
 
-    Raises:
-        InputNotFoundError: ``weights`` does not exist.
-        CheckpointMismatchError: the weights belong to another network.
-    """
-    from pipelines.engine.torch_engine import TorchEngine
-
-    if not weights.is_file():
-        raise InputNotFoundError(f"Weights file {weights} does not exist.", path=str(weights))
-    try:
-        return TorchEngine.from_bundle(
-            bundle, weights, device=options.device, threads=options.threads
-        )
-    except RuntimeError as exc:
-        raise CheckpointMismatchError(
-            f"{weights} does not fit network '{bundle.network.name}' of bundle '{bundle.name}'.",
-            path=str(weights),
-        ) from exc
+    return load_torch_engine(bundle, weights, device=options.device, threads=options.threads)
 
 
 def predict_split(
