@@ -43,7 +43,10 @@ def package_release(
     trained_on: str = "",
     export: ExportConfig | None = None,
 ) -> Path:
-    """Write the release folder ``out_dir`` (replacing its files) and return its bundle path.
+    """Write the release folder ``out_dir`` and return its bundle path.
+
+    The release is assembled beside ``out_dir`` and swapped in only once complete, so a failed
+    export or a missing input leaves an existing release untouched.
 
     ``calibrated_bundle`` is the bundle folder written by ``basira calibrate`` (holding
     ``calibration.json`` and the run's ``history.json``); ``limitations`` is a Markdown file
@@ -62,29 +65,39 @@ def package_release(
     for required in (weights, metrics, calibration, history):
         if not required.is_file():
             raise InputNotFoundError(f"{required} does not exist.", path=str(required))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for source, name in (
-        (weights, WEIGHTS_FILE),
-        (calibration, CALIBRATION_FILE),
-        (metrics, METRICS_FILE),
-        (history, HISTORY_FILE),
-    ):
-        shutil.copyfile(source, out_dir / name)
-    released = bundle.model_copy(update={"calibration": CALIBRATION_FILE, "checksums": {}})
-    write_bundle(released, out_dir / BUNDLE_FILE)
-    export_model(
-        out_dir / BUNDLE_FILE,
-        out_dir / WEIGHTS_FILE,
-        out_dir / ONNX_FILE,
-        export or ExportConfig(check_volume=True),
-    )
-    checksums = {name: sha256_file(out_dir / name) for name in _ARTEFACTS}
-    released = released.model_copy(update={"checksums": checksums})
-    write_bundle(released, out_dir / BUNDLE_FILE)
-    card = render_model_card(_card_inputs(released, out_dir, limitations, trained_on))
-    (out_dir / CARD_FILE).write_text(card, encoding="utf-8")
-    _write_sums(out_dir)
+    sources = {
+        WEIGHTS_FILE: weights,
+        CALIBRATION_FILE: calibration,
+        METRICS_FILE: metrics,
+        HISTORY_FILE: history,
+    }
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        released = _fill(staging, bundle, sources, export or ExportConfig(check_volume=True))
+        card = render_model_card(_card_inputs(released, staging, limitations, trained_on))
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        _write_sums(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the previous release stays as it was
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
     return out_dir / BUNDLE_FILE
+
+
+def _fill(folder: Path, bundle: Bundle, sources: dict[str, Path], export: ExportConfig) -> Bundle:
+    """Copy the inputs, export the ONNX model with proven parity, write the checksummed bundle."""
+    for name, source in sources.items():
+        shutil.copyfile(source, folder / name)
+    released = bundle.model_copy(update={"calibration": CALIBRATION_FILE, "checksums": {}})
+    write_bundle(released, folder / BUNDLE_FILE)
+    export_model(folder / BUNDLE_FILE, folder / WEIGHTS_FILE, folder / ONNX_FILE, export)
+    checksums = {name: sha256_file(folder / name) for name in _ARTEFACTS}
+    released = released.model_copy(update={"checksums": checksums})
+    write_bundle(released, folder / BUNDLE_FILE)
+    return released
 
 
 def verify_release(release_dir: Path) -> Bundle:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipelines.bundle import sha256_file
-from pipelines.errors import InputNotFoundError, ModelIntegrityError
+from pipelines.errors import ExportParityError, InputNotFoundError, ModelIntegrityError
+from pipelines.export import ExportConfig
 from pipelines.release import package_release, verify_release
 from tests.pipelines.releases import NO_VARIANTS, calibrated_run, small_bundle, write_metrics
 
@@ -115,3 +116,19 @@ def test_cli_packages_and_verifies_then_refuses_a_tampered_release(run):
     refused = basira("verify", str(run["out"]))
     assert refused.returncode == 1
     assert refused.stderr.strip().startswith("error[model.checksum_mismatch]")
+
+
+def test_a_failed_export_leaves_the_previous_release_untouched(run):
+    _package(run)
+    before = (run["out"] / "SHA256SUMS").read_text()
+    with pytest.raises(ExportParityError):
+        package_release(
+            run["bundle"],
+            run["weights"],
+            run["metrics"],
+            run["out"],
+            export=ExportConfig(tolerance=1e-12, try_variants=False),
+        )
+    assert (run["out"] / "SHA256SUMS").read_text() == before
+    verify_release(run["out"])
+    assert not run["out"].with_name("release.partial").exists()
