@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from importlib.metadata import entry_points
 
 import typer
 
@@ -65,6 +66,10 @@ def _register_commands() -> None:
     from pipelines.predict_commands import predict_command
 
     app.command("predict")(predict_command)
+    # Packages that build on the library (the service) add their commands through this entry
+    # point group, so pipelines never imports them.
+    for entry in entry_points(group="basira.commands"):
+        entry.load()(app)
 
 
 def main() -> None:

@@ -534,6 +534,224 @@ class PredictionFailedError(BasiraError):
     bad_input = False
 
 
+# --- the service: requests, identity, tenants, jobs ----------------------------------------------
+
+
+class ServiceRequestError(BasiraError):
+    """A request the service cannot take as sent."""
+
+    code = "request.invalid"
+    http_status = 400
+
+
+class RequestTooLargeError(ServiceRequestError):
+    """The request body is larger than the configured limit; send the study in smaller parts
+    (STOW-RS accepts a study over several requests)."""
+
+    code = "request.too_large"
+    http_status = 413
+
+
+class UnsupportedMediaTypeError(ServiceRequestError):
+    """The request's Content-Type is not one this endpoint reads."""
+
+    code = "request.unsupported_media_type"
+    http_status = 415
+
+
+class MalformedMultipartError(ServiceRequestError):
+    """The multipart body is cut short or its boundaries are broken (often an interrupted
+    upload): nothing of it was kept; send it again."""
+
+    code = "request.malformed_multipart"
+
+
+class InvalidParametersError(ServiceRequestError):
+    """A path or query parameter, or a JSON body, does not match the API's schema
+    (``detail.errors`` lists each problem)."""
+
+    code = "request.invalid_parameters"
+    http_status = 422
+
+
+class MethodNotAllowedError(ServiceRequestError):
+    """The path exists but not with this HTTP method."""
+
+    code = "request.method_not_allowed"
+    http_status = 405
+
+
+class TooManyPartsError(ServiceRequestError):
+    """The request holds more files than the configured limit."""
+
+    code = "request.too_many_parts"
+    http_status = 413
+
+
+class RateLimitedError(ServiceRequestError):
+    """Too many requests with this key; wait the number of seconds in Retry-After."""
+
+    code = "request.rate_limited"
+    http_status = 429
+
+
+class UploadRefusedError(ServiceRequestError):
+    """An upload that cannot become one study."""
+
+    code = "upload.invalid"
+    http_status = 422
+
+
+class EmptyUploadError(UploadRefusedError):
+    """The upload holds no file."""
+
+    code = "upload.empty"
+
+
+class NothingAcceptedError(UploadRefusedError):
+    """Every file of the upload was refused; ``detail.rejected_files`` says why for each."""
+
+    code = "upload.nothing_accepted"
+
+
+class MultipleStudiesError(UploadRefusedError):
+    """The upload holds instances of more than one study: send one study per upload (nothing
+    of it was kept)."""
+
+    code = "upload.multiple_studies"
+
+
+class StudyMismatchError(UploadRefusedError):
+    """An instance sent to ``/dicomweb/studies/{study}`` belongs to another study."""
+
+    code = "upload.study_mismatch"
+
+
+class DuplicateInstanceError(BasiraError):
+    """An instance with this SOP Instance UID was already stored with different content; the
+    first one is kept. Give a corrected object a new SOP Instance UID."""
+
+    code = "dicom.duplicate_instance"
+    http_status = 409
+
+
+class AuthError(BasiraError):
+    """The request is not authenticated or not allowed."""
+
+    code = "auth.invalid"
+    http_status = 401
+
+
+class MissingCredentialsError(AuthError):
+    """No ``Authorization: Bearer <key>`` header was sent."""
+
+    code = "auth.missing_key"
+
+
+class InvalidCredentialsError(AuthError):
+    """The API key is unknown or revoked."""
+
+    code = "auth.invalid_key"
+
+
+class ForbiddenError(AuthError):
+    """The key is valid but its role may not do this (the audit log needs an admin key)."""
+
+    code = "auth.forbidden"
+    http_status = 403
+
+
+class NotFoundError(BasiraError):
+    """The thing asked for does not exist for this tenant (another tenant's is never shown)."""
+
+    code = "resource.not_found"
+    http_status = 404
+
+
+class StudyNotFoundError(NotFoundError):
+    """No study with this Study Instance UID was received from this tenant."""
+
+    code = "study.not_found"
+
+
+class JobNotFoundError(NotFoundError):
+    """No job with this id belongs to this tenant."""
+
+    code = "job.not_found"
+
+
+class ResultNotReadyError(NotFoundError):
+    """The study is known but its analysis has not ended; poll its job (``detail.job_id``)."""
+
+    code = "result.not_ready"
+
+
+class ResultObjectNotFoundError(NotFoundError):
+    """The analysis ended without this object (no findings means no SEG or SR; a study that
+    was not analysable has only its JSON result)."""
+
+    code = "result.no_object"
+
+
+class TenantError(BasiraError):
+    """A tenant (hospital) cannot be created or found as asked."""
+
+    code = "tenant.invalid"
+
+
+class TenantExistsError(TenantError):
+    """A tenant with this name already exists."""
+
+    code = "tenant.exists"
+    http_status = 409
+
+
+class TenantNotFoundError(TenantError):
+    """No tenant has this name."""
+
+    code = "tenant.not_found"
+    http_status = 404
+
+
+class InvalidAETitleError(TenantError):
+    """An AE title is 1–16 characters of printable ASCII without backslash, not all spaces."""
+
+    code = "tenant.invalid_ae_title"
+
+
+class AETitleInUseError(TenantError):
+    """Another tenant already sends with this AE title (it maps C-STORE to a tenant, so it must
+    be unique)."""
+
+    code = "tenant.ae_title_in_use"
+    http_status = 409
+
+
+class ServiceUnavailableError(BasiraError):
+    """The service cannot take work right now (database or storage unavailable)."""
+
+    code = "service.unavailable"
+    http_status = 503
+    bad_input = False
+
+
+class InternalServiceError(BasiraError):
+    """An unexpected error of the service; it was logged with ``detail.error_id``, which an
+    operator can look up."""
+
+    code = "service.internal"
+    http_status = 500
+    bad_input = False
+
+
+class StorageFullError(ServiceUnavailableError):
+    """The storage volume has less free space than the configured reserve; nothing was
+    stored. Free space or move storage, then send again."""
+
+    code = "storage.full"
+    http_status = 507
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []

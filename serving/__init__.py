@@ -1,1 +1,2 @@
-"""Basira's FastAPI service (hospital API, DICOM listener, review UI); depends on pipelines."""
+"""The Basira service: hospitals submit studies (upload, DICOMweb STOW-RS, DICOM C-STORE) and
+fetch results (JSON, DICOM SEG and SR, FHIR); a worker analyses them with the shipped model."""

@@ -1,0 +1,111 @@
+"""The app factory: ``create_app(settings)`` builds the whole service; tests pass their own
+settings (temporary database and storage) and get the same app production runs.
+
+Every error leaves as ``{"code", "message", "detail"}`` with the status of its class in
+:mod:`pipelines.errors`; an unexpected one is logged with an id and answered 500 without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.errors import (
+    BasiraError,
+    InternalServiceError,
+    InvalidParametersError,
+    MethodNotAllowedError,
+    NotFoundError,
+    RateLimitedError,
+    ServiceRequestError,
+)
+from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from serving.routes import audit, health, jobs, studies
+from serving.services import Services
+from serving.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+#: Extra start-up steps (e.g. the DICOM listener) that take the running services.
+StartHook = Callable[[Services], None]
+
+
+def create_app(
+    settings: Settings | None = None, *, start_hooks: tuple[StartHook, ...] = ()
+) -> FastAPI:
+    """The Basira service for ``settings`` (the environment's when None)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.from_settings(settings)
+        app.state.services = services
+        if settings.run_worker:
+            services.start_worker()
+        for hook in start_hooks:
+            hook(services)
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="Basira",
+        summary="Assisted lung-nodule detection on chest CT: submit DICOM, get calibrated results.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for router in (health.router, studies.router, jobs.router, audit.router):
+        app.include_router(router)
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BasiraError)
+    async def basira_error(_request: Request, exc: BasiraError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, RateLimitedError):
+            headers["Retry-After"] = str(exc.detail.get("retry_after_s", 1))
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"location": list(map(str, e.get("loc", ()))), "problem": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        error = InvalidParametersError("The request does not match the API schema.", errors=errors)
+        return JSONResponse(error.to_dict(), status_code=error.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error: BasiraError
+        if exc.status_code == 404:
+            error = NotFoundError("No such resource.")
+        elif exc.status_code == 405:
+            error = MethodNotAllowedError("This path does not accept this HTTP method.")
+        else:
+            error = ServiceRequestError(str(exc.detail))
+        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unexpected error %s", error_id, exc_info=exc)
+        error = InternalServiceError(
+            f"An unexpected error occurred; it was logged as {error_id}.", error_id=error_id
+        )
+        return JSONResponse(error.to_dict(), status_code=500)

@@ -1,0 +1,258 @@
+"""The one way an instance enters the service, whichever door it came by (upload, STOW-RS,
+C-STORE): its header is read and judged by the same rules ``basira inspect`` applies, then it is
+stored durably, deduplicated by SOP Instance UID, and recorded against its study.
+
+The caller commits the session and only then acknowledges: an acknowledged instance is on disk
+and in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pipelines.dicom.archive import ArchiveLimits, extract_zip, is_zip
+from pipelines.dicom.header import MEDIA_STORAGE_DIRECTORY, InstanceHeader, read_header
+from pipelines.dicom.selection import check_content
+from pipelines.errors import (
+    BasiraError,
+    DuplicateInstanceError,
+    MultipleStudiesError,
+    NotAnImageError,
+    StudyMismatchError,
+)
+from serving.db import utcnow
+from serving.models import Instance, Study
+from serving.storage import InstanceStore, SpooledFile
+
+__all__ = ["Door", "IngestReport", "Refusal", "StoredInstance", "expand_archives", "ingest"]
+
+
+class Door(StrEnum):
+    """How an instance arrived."""
+
+    UPLOAD = "upload"
+    STOW = "stow"
+    CSTORE = "cstore"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A file that was not stored, and why (the sender keeps it: nothing is lost)."""
+
+    name: str
+    code: str
+    message: str
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.name, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """An instance that is durably stored (``duplicate``: it already was, byte for byte)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    duplicate: bool
+
+
+@dataclass
+class IngestReport:
+    stored: list[StoredInstance] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    studies: dict[str, Study] = field(default_factory=dict)
+
+
+def expand_archives(files: Sequence[SpooledFile], limits: ArchiveLimits) -> list[SpooledFile]:
+    """``files`` with every zip replaced by its members (checked by the archive safety rules).
+
+    Raises:
+        ArchiveError: an archive is unsafe, too large or corrupt (the whole request is refused).
+    """
+    expanded: list[SpooledFile] = []
+    for spooled in files:
+        if not is_zip(spooled.path):
+            expanded.append(spooled)
+            continue
+        dest = spooled.path.with_name(spooled.path.name + ".d")
+        for member in extract_zip(spooled.path, dest, limits):
+            expanded.append(_hashed(member.path, f"{spooled.name}!/{member.display_name}"))
+        spooled.path.unlink(missing_ok=True)
+    return expanded
+
+
+def ingest(
+    session: Session,
+    store: InstanceStore,
+    tenant_id: str,
+    files: Sequence[SpooledFile],
+    door: Door,
+    *,
+    one_study: bool = False,
+    expected_study: str | None = None,
+) -> IngestReport:
+    """Judge, store and record ``files`` for ``tenant_id`` (spooled files are consumed).
+
+    ``one_study`` refuses the whole batch when it spans several studies; ``expected_study``
+    refuses (per file) instances of any other study.
+
+    Raises:
+        MultipleStudiesError: ``one_study`` and more than one study (nothing is stored).
+        StorageFullError: the storage reserve would be crossed (nothing is stored).
+    """
+    report = IngestReport()
+    judged: list[tuple[SpooledFile, InstanceHeader]] = []
+    try:
+        for spooled in files:
+            header: InstanceHeader | None = None
+            try:
+                header = read_header(spooled.path, spooled.name)
+                _judge(spooled, header, expected_study)
+                judged.append((spooled, header))
+            except BasiraError as exc:
+                report.refused.append(_refusal(spooled.name, exc, header))
+                spooled.path.unlink(missing_ok=True)
+        studies = {header.study_instance_uid for _, header in judged}
+        if one_study and len(studies) > 1:
+            raise MultipleStudiesError(
+                f"The upload holds instances of {len(studies)} studies; send one study per "
+                "upload. Nothing was stored.",
+                n_studies=len(studies),
+            )
+        store.check_space(sum(spooled.size_bytes for spooled, _ in judged))
+        for spooled, header in judged:
+            try:
+                stored = _store(session, store, tenant_id, spooled, header, door, report)
+                report.stored.append(stored)
+            except DuplicateInstanceError as exc:
+                report.refused.append(_refusal(spooled.name, exc, header))
+    finally:
+        for spooled, _ in judged:
+            spooled.path.unlink(missing_ok=True)
+    return report
+
+
+def _judge(spooled: SpooledFile, header: InstanceHeader, expected_study: str | None) -> None:
+    if header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+        raise NotAnImageError(f"{spooled.name} is a DICOMDIR (an index of files).")
+    check_content(header)
+    if expected_study is not None and header.study_instance_uid != expected_study:
+        raise StudyMismatchError(
+            f"{spooled.name} belongs to another study than the one in the request URL.",
+            expected=expected_study,
+        )
+
+
+def _store(
+    session: Session,
+    store: InstanceStore,
+    tenant_id: str,
+    spooled: SpooledFile,
+    header: InstanceHeader,
+    door: Door,
+    report: IngestReport,
+) -> StoredInstance:
+    existing = _instance(session, tenant_id, header.sop_instance_uid)
+    if existing is None:
+        store.commit(spooled, tenant_id)
+        study = report.studies.get(header.study_instance_uid) or _study(
+            session, tenant_id, header.study_instance_uid
+        )
+        report.studies[header.study_instance_uid] = study
+        try:
+            with session.begin_nested():
+                session.add(_instance_row(tenant_id, study, spooled, header, door))
+        except IntegrityError:  # the same SOP instance arrived concurrently by another request
+            existing = _instance(session, tenant_id, header.sop_instance_uid)
+        else:
+            study.last_received_at = utcnow()
+            study.needs_analysis = True
+            return _stored(header, duplicate=False)
+    if existing is None or existing.sha256 != spooled.sha256:
+        raise DuplicateInstanceError(
+            f"{spooled.name}: SOP Instance {header.sop_instance_uid} was already received with "
+            "different content; the first one is kept.",
+            sop_instance_uid=header.sop_instance_uid,
+        )
+    return _stored(header, duplicate=True)
+
+
+def _instance(session: Session, tenant_id: str, sop_instance_uid: str) -> Instance | None:
+    return session.scalar(
+        select(Instance).where(
+            Instance.tenant_id == tenant_id, Instance.sop_instance_uid == sop_instance_uid
+        )
+    )
+
+
+def _study(session: Session, tenant_id: str, study_uid: str) -> Study:
+    """The tenant's study row, created when new (safe against a concurrent creator)."""
+    query = select(Study).where(Study.tenant_id == tenant_id, Study.study_instance_uid == study_uid)
+    study = session.scalar(query)
+    if study is not None:
+        return study
+    try:
+        with session.begin_nested():
+            study = Study(tenant_id=tenant_id, study_instance_uid=study_uid)
+            session.add(study)
+        return study
+    except IntegrityError:
+        return session.scalars(query).one()
+
+
+def _instance_row(
+    tenant_id: str, study: Study, spooled: SpooledFile, header: InstanceHeader, door: Door
+) -> Instance:
+    return Instance(
+        tenant_id=tenant_id,
+        study_id=study.id,
+        series_instance_uid=header.series_instance_uid,
+        sop_instance_uid=header.sop_instance_uid,
+        sop_class_uid=header.sop_class_uid,
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        modality=header.modality,
+        sha256=spooled.sha256,
+        size_bytes=spooled.size_bytes,
+        received_via=door.value,
+    )
+
+
+def _stored(header: InstanceHeader, *, duplicate: bool) -> StoredInstance:
+    return StoredInstance(
+        header.study_instance_uid,
+        header.series_instance_uid,
+        header.sop_class_uid,
+        header.sop_instance_uid,
+        duplicate,
+    )
+
+
+def _refusal(name: str, exc: BasiraError, header: InstanceHeader | None = None) -> Refusal:
+    return Refusal(
+        name,
+        exc.code,
+        exc.message,
+        header.sop_class_uid if header else str(exc.detail.get("sop_class_uid", "")),
+        header.sop_instance_uid if header else "",
+    )
+
+
+def _hashed(path: Path, name: str) -> SpooledFile:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return SpooledFile(path, digest.hexdigest(), size, name)

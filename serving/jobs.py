@@ -1,0 +1,239 @@
+"""Durable analysis jobs in the database.
+
+A job is recorded in the same transaction as the instances it analyses, so an acknowledged
+study always has one. Workers claim a job with a conditional update (the same code on SQLite and
+PostgreSQL, where ``SKIP LOCKED`` also spares contention), hold it under a lease they renew, and
+a job whose worker died (crash, kill, power cut) is taken up again when its lease runs out, at
+most ``max_attempts`` times. Jobs are idempotent per study content: the same instances give the
+same job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from serving.db import utcnow
+from serving.models import Instance, Job, JobStatus, Study, Tenant, WebhookDelivery
+
+__all__ = [
+    "RETRIES_EXHAUSTED",
+    "JobOutcome",
+    "claim_next",
+    "content_sha256",
+    "enqueue_quiet_studies",
+    "enqueue_study",
+    "finish_job",
+    "queue_depth",
+    "reclaim_expired",
+    "renew_lease",
+]
+
+#: The reason code of a job whose every attempt ended with its worker gone.
+RETRIES_EXHAUSTED = "job.retries_exhausted"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What an analysis produced, to be recorded on its job."""
+
+    status: JobStatus
+    reasons: list[dict[str, str]]
+    result_json: str
+    result_files: dict[str, str]
+    model_name: str
+    model_version: str
+    probability: float | None
+    n_findings: int
+
+
+def content_sha256(instances: Sequence[Instance]) -> str:
+    """The identity of a study's content: its (SOP Instance UID, file SHA-256) pairs, sorted."""
+    digest = hashlib.sha256()
+    for uid, sha in sorted((inst.sop_instance_uid, inst.sha256) for inst in instances):
+        digest.update(f"{uid}\0{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def enqueue_study(session: Session, study: Study) -> Job:
+    """The job analysing ``study``'s current content: the existing one, or a new queued one.
+
+    A job that ended ``failed`` is queued again (a retry after a transient fault); any other
+    existing job is returned as it is.
+    """
+    instances = session.scalars(select(Instance).where(Instance.study_id == study.id)).all()
+    digest = content_sha256(instances)
+    study.needs_analysis = False
+    existing = _job_for(session, study, digest)
+    if existing is None:
+        try:
+            with session.begin_nested():
+                existing = Job(
+                    tenant_id=study.tenant_id,
+                    study_id=study.id,
+                    content_sha256=digest,
+                    instance_ids=sorted(inst.id for inst in instances),
+                    status=JobStatus.QUEUED,
+                    reasons=[],
+                    attempts=0,
+                    result_files={},
+                )
+                session.add(existing)
+            return existing
+        except IntegrityError:  # queued concurrently by another request
+            existing = _job_for(session, study, digest)
+            assert existing is not None
+    if existing.status == JobStatus.FAILED:
+        _requeue(existing, attempts=0)
+        existing.reasons = []
+    return existing
+
+
+def enqueue_quiet_studies(session: Session, quiet_s: float, now: datetime | None = None) -> int:
+    """Queue every study that received instances and has been quiet ``quiet_s`` seconds."""
+    cutoff = (now or utcnow()) - timedelta(seconds=quiet_s)
+    studies = session.scalars(
+        select(Study).where(Study.needs_analysis.is_(True), Study.last_received_at <= cutoff)
+    ).all()
+    for study in studies:
+        enqueue_study(session, study)
+    return len(studies)
+
+
+def reclaim_expired(session: Session, max_attempts: int, now: datetime | None = None) -> int:
+    """Queue again the running jobs whose lease ran out (or fail them after ``max_attempts``)."""
+    now = now or utcnow()
+    expired = session.scalars(
+        select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+    ).all()
+    for job in expired:
+        if job.attempts >= max_attempts:
+            job.status = JobStatus.FAILED
+            job.finished_at = now
+            job.lease_expires_at = None
+            job.reasons = [
+                {
+                    "code": RETRIES_EXHAUSTED,
+                    "message": f"The analysis stopped without a result {job.attempts} times "
+                    "(worker lost); it is not retried again.",
+                }
+            ]
+            _notify(session, job)
+        else:
+            _requeue(job, attempts=job.attempts)
+    return len(expired)
+
+
+def claim_next(
+    session: Session, worker_id: str, lease_s: float, now: datetime | None = None
+) -> Job | None:
+    """Take the oldest queued job for ``worker_id`` under a lease, or None when none is queued."""
+    now = now or utcnow()
+    candidates = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+    if session.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    for job_id in session.scalars(candidates.limit(8)).all():
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.RUNNING,
+                worker_id=worker_id,
+                attempts=Job.attempts + 1,
+                started_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            session.commit()
+            return session.get(Job, job_id, populate_existing=True)
+    session.commit()
+    return None
+
+
+def renew_lease(session: Session, job_id: str, worker_id: str, lease_s: float) -> bool:
+    """Extend the lease of a job this worker still holds; False when it lost it."""
+    renewed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish_job(session: Session, job_id: str, worker_id: str, outcome: JobOutcome) -> Job | None:
+    """Record ``outcome`` on the job if ``worker_id`` still holds it (else None: discarded)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.worker_id != worker_id or job.status != JobStatus.RUNNING:
+        return None
+    job.status = outcome.status
+    job.reasons = outcome.reasons
+    job.result_json = outcome.result_json
+    job.result_files = outcome.result_files
+    job.model_name = outcome.model_name
+    job.model_version = outcome.model_version
+    job.probability = outcome.probability
+    job.n_findings = outcome.n_findings
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+    _notify(session, job)
+    return job
+
+
+def queue_depth(session: Session) -> dict[str, int]:
+    """Number of jobs per status (the ``/metrics`` queue depth)."""
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+def _job_for(session: Session, study: Study, digest: str) -> Job | None:
+    return session.scalar(
+        select(Job).where(
+            Job.tenant_id == study.tenant_id,
+            Job.study_id == study.id,
+            Job.content_sha256 == digest,
+        )
+    )
+
+
+def _requeue(job: Job, *, attempts: int) -> None:
+    job.status = JobStatus.QUEUED
+    job.attempts = attempts
+    job.worker_id = None
+    job.lease_expires_at = None
+    job.started_at = None
+    job.finished_at = None
+
+
+def _notify(session: Session, job: Job) -> None:
+    """Queue a webhook delivery for a job that just ended, if its tenant has a webhook."""
+    tenant = session.get(Tenant, job.tenant_id)
+    if tenant is None or not tenant.webhook_url:
+        return
+    study = session.get(Study, job.study_id)
+    payload = {
+        "event": "job.finished",
+        "job_id": job.id,
+        "study_instance_uid": study.study_instance_uid if study else None,
+        "status": str(job.status),
+        "reasons": job.reasons,
+        "result_url": f"/v1/studies/{study.study_instance_uid}/result" if study else None,
+    }
+    session.add(
+        WebhookDelivery(
+            tenant_id=job.tenant_id,
+            job_id=job.id,
+            url=tenant.webhook_url,
+            payload=json.dumps(payload, sort_keys=True),
+        )
+    )

@@ -1,0 +1,87 @@
+"""Request and response bodies of the API (``<Entity>Public`` is what a client sees)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "AuditEventPublic",
+    "ErrorBody",
+    "JobPublic",
+    "ModelPublic",
+    "ReasonPublic",
+    "RejectedFilePublic",
+    "StudyAccepted",
+    "StudyPublic",
+]
+
+
+class ErrorBody(BaseModel):
+    """Every error: a stable code (``docs/errors.md``), one sentence, machine-readable detail."""
+
+    code: str
+    message: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class RejectedFilePublic(BaseModel):
+    path: str
+    code: str
+    message: str
+
+
+class StudyAccepted(BaseModel):
+    """An upload that was stored and queued for analysis."""
+
+    study_instance_uid: str
+    job_id: str
+    status: str
+    n_instances_stored: int
+    n_duplicates: int
+    rejected_files: list[RejectedFilePublic]
+
+
+class ReasonPublic(BaseModel):
+    code: str
+    message: str
+
+
+class ModelPublic(BaseModel):
+    name: str
+    version: str
+
+
+class JobPublic(BaseModel):
+    """An analysis job: poll until ``status`` is completed, not_analysable or failed."""
+
+    id: str
+    study_instance_uid: str
+    status: str
+    reasons: list[ReasonPublic]
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    model: ModelPublic | None
+    result_url: str | None
+
+
+class StudyPublic(BaseModel):
+    study_instance_uid: str
+    n_instances: int
+    n_series: int
+    first_received_at: datetime
+    last_received_at: datetime
+    latest_job: JobPublic | None
+
+
+class AuditEventPublic(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    resource: str
+    client: str
+    outcome: str

@@ -1,0 +1,136 @@
+"""Durable, content-addressed storage of received instances and of result objects.
+
+An incoming object is spooled into a per-request folder under ``<root>/tmp`` (the same file
+system) while its SHA-256 is computed, then moved into
+``<root>/instances/<tenant>/<aa>/<sha256>`` with ``fsync`` on the file and its folder, so an
+acknowledged instance survives a power cut. Tenants never share a folder, so one tenant's data
+can be exported or erased alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pipelines.errors import StorageFullError
+
+__all__ = ["InstanceStore", "SpooledFile"]
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SpooledFile:
+    """An incoming object written to a temporary file, with its digest and size."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    name: str
+
+
+class InstanceStore:
+    """The storage folder of one service."""
+
+    def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
+        self.root = root
+        self.min_free_bytes = min_free_bytes
+        self.tmp_dir = root / "tmp"
+        self.results_dir = root / "results"
+        for folder in (self.tmp_dir, root / "instances", self.results_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def check_space(self, incoming_bytes: int = 0) -> None:
+        """Refuse with :class:`StorageFullError` when ``incoming_bytes`` would eat the reserve."""
+        free = shutil.disk_usage(self.root).free
+        if free - incoming_bytes < self.min_free_bytes:
+            raise StorageFullError(
+                f"Storage has {free} bytes free and keeps a reserve of {self.min_free_bytes}; "
+                "nothing was stored.",
+                free_bytes=free,
+                reserve_bytes=self.min_free_bytes,
+            )
+
+    @contextmanager
+    def workspace(self) -> Iterator[Path]:
+        """A private folder for one request's spooled files, removed with whatever is left."""
+        folder = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="req-"))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def new_spool(folder: Path) -> tuple[BinaryIO, Path]:
+        """An open temporary file in ``folder`` (caller closes it)."""
+        fd, name = tempfile.mkstemp(dir=folder, prefix="in-")
+        return os.fdopen(fd, "wb"), Path(name)
+
+    def spool(self, chunks: Iterable[bytes], name: str, folder: Path) -> SpooledFile:
+        """Write ``chunks`` to a temporary file in ``folder``, hashing as it goes."""
+        out, path = self.new_spool(folder)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return SpooledFile(path, digest.hexdigest(), size, name)
+
+    async def spool_async(
+        self, chunks: AsyncIterator[bytes], name: str, folder: Path
+    ) -> SpooledFile:
+        """:meth:`spool` for an async byte stream."""
+        out, path = self.new_spool(folder)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with out:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return SpooledFile(path, digest.hexdigest(), size, name)
+
+    def instance_path(self, tenant_id: str, sha256: str) -> Path:
+        return self.root / "instances" / tenant_id / sha256[:2] / sha256
+
+    def commit(self, spooled: SpooledFile, tenant_id: str) -> Path:
+        """Move a spooled file to its durable place (a no-op when the content is already there).
+
+        The file's bytes and its folder entry are flushed to disk before this returns.
+        """
+        target = self.instance_path(tenant_id, spooled.sha256)
+        if target.exists():
+            spooled.path.unlink(missing_ok=True)
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(spooled.path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(spooled.path, target)
+        _fsync_dir(target.parent)
+        return target
+
+    def job_results_dir(self, tenant_id: str, job_id: str) -> Path:
+        return self.results_dir / tenant_id / job_id
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
