@@ -13,9 +13,9 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from python_multipart.multipart import MultipartCallbacks, MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from pipelines.errors import (
     MalformedMultipartError,
@@ -23,6 +23,9 @@ from pipelines.errors import (
     UnsupportedMediaTypeError,
 )
 from serving.storage import InstanceStore, SpooledFile
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = ["Part", "content_type_parameters", "spool_multipart"]
 

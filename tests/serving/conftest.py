@@ -4,11 +4,17 @@ the same factory production uses, a tenant with its key, and small real CT studi
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
+import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -99,3 +105,126 @@ def zip_of(paths: list[Path], *, names: list[str] | None = None) -> bytes:
         for i, path in enumerate(paths):
             zf.writestr(names[i] if names else path.name, path.read_bytes())
     return buffer.getvalue()
+
+
+#: The console script of this environment (what an operator runs).
+BASIRA = str(Path(sys.executable).with_name("basira"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningService:
+    """A real ``basira serve`` process on loopback (HTTP and DICOM ports), restartable."""
+
+    base_url: str
+    http_port: int
+    dicom_port: int
+    env: dict[str, str]
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout_s: float = 60.0) -> None:
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 (kept open by the child)
+        self.process = subprocess.Popen(
+            [BASIRA, "serve", "--port", str(self.http_port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"basira serve exited: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"basira serve not ready in {timeout_s} s: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs (a crash or power cut, as far as the data goes)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+            self.process = None
+
+    def log_tail(self, n: int = 4000) -> str:
+        path = self.data_dir / "server.log"
+        return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``basira ARGS`` against this service's database."""
+        return subprocess.run(
+            [BASIRA, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def create_tenant(self, name: str, *extra: str) -> Tenant:
+        done = self.cli("tenants", "create", name, *extra)
+        assert done.returncode == 0, done.stderr
+        key = next(
+            line.split(": ", 1)[1]
+            for line in done.stdout.splitlines()
+            if line.startswith("api key")
+        )
+        return Tenant(name, key)
+
+
+def service_env(data_dir: Path, release: Path, dicom_port: int, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASIRA_")}
+    env.update(
+        {
+            "BASIRA_DATA_DIR": str(data_dir),
+            "BASIRA_MODEL_DIR": str(release),
+            "BASIRA_DICOM_PORT": str(dicom_port),
+            "BASIRA_DICOM_HOST": "127.0.0.1",
+            "BASIRA_STUDY_QUIET_S": "2",
+            "BASIRA_WORKER_POLL_S": "0.2",
+            "BASIRA_MIN_FREE_BYTES": "0",
+            "BASIRA_INFERENCE_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def running_service(tmp_path: Path, service_release: Path) -> Iterator[RunningService]:
+    """A started ``basira serve`` with its own database, storage and ports; stopped after."""
+    http_port, dicom_port = free_port(), free_port()
+    data_dir = tmp_path / "served"
+    data_dir.mkdir()
+    service = RunningService(
+        f"http://127.0.0.1:{http_port}",
+        http_port,
+        dicom_port,
+        service_env(data_dir, service_release, dicom_port),
+        data_dir,
+    )
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
