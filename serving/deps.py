@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from pipelines.errors import ForbiddenError, InvalidCredentialsError, MissingCredentialsError
@@ -44,15 +45,21 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def get_principal(request: Request, services: ServicesDep) -> Principal:
+#: Declares the scheme in the OpenAPI document; the key is checked by :func:`get_principal`.
+_bearer = HTTPBearer(auto_error=False, description="The tenant's API key: `Bearer bsr_…`")
+
+
+def get_principal(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
     """The key's principal, after its rate limit; failed attempts are audited."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
     try:
-        if scheme.lower() != "bearer" or not key.strip():
+        if credentials is None or not credentials.credentials.strip():
             raise MissingCredentialsError("Send the API key as 'Authorization: Bearer <key>'.")
         with services.db.sessions() as session:
-            principal = authenticate_key(session, key.strip())
+            principal = authenticate_key(session, credentials.credentials.strip())
     except (MissingCredentialsError, InvalidCredentialsError) as exc:
         services.limiter.hit(f"ip:{client_address(request)}")
         services.auditor.record(

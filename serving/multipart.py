@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from pipelines.errors import (
@@ -91,6 +92,10 @@ async def spool_multipart(
     try:
         async for chunk in stream:
             parser.write(chunk)
+    except MultipartParseError as exc:
+        raise MalformedMultipartError(
+            f"The multipart body is malformed ({exc}); nothing of it was kept."
+        ) from exc
     finally:
         sink.close()
     if not sink.ended:
