@@ -13,12 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "Database", "UTCDateTime", "utcnow"]
+
+#: The PostgreSQL advisory lock key that serialises schema creation ("BASIRA" in ASCII).
+_SCHEMA_LOCK = 0x424153495241
 
 
 def utcnow() -> datetime:
@@ -52,6 +55,8 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False, **engine_kwargs: Any) -> None:
         parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):  # psycopg 3 is the driver we ship
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -59,16 +64,28 @@ class Database:
             engine_kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         else:
             engine_kwargs.setdefault("pool_pre_ping", True)
-        self.engine: Engine = create_engine(url, echo=echo, **engine_kwargs)
+        self.engine: Engine = create_engine(parsed, echo=echo, **engine_kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet (idempotent)."""
+        """Create the tables that do not exist yet (idempotent).
+
+        The creation is serialised between processes: ``basira serve`` and several
+        ``basira worker`` processes starting together would otherwise all see the tables
+        missing and all but one fail creating them ("already exists"). PostgreSQL takes a
+        transaction-scoped advisory lock; SQLite takes its write lock up front, since its
+        Python driver opens no transaction around DDL by itself.
+        """
         from serving import models  # noqa: F401  (registers the tables on Base.metadata)
 
-        Base.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            elif self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            Base.metadata.create_all(conn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -83,8 +100,6 @@ class Database:
 
     def ping(self) -> None:
         """Raise when the database cannot answer a trivial query."""
-        from sqlalchemy import text
-
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 

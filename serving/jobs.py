@@ -108,27 +108,50 @@ def enqueue_quiet_studies(session: Session, quiet_s: float, now: datetime | None
 
 
 def reclaim_expired(session: Session, max_attempts: int, now: datetime | None = None) -> int:
-    """Queue again the running jobs whose lease ran out (or fail them after ``max_attempts``)."""
+    """Queue again the running jobs whose lease ran out (or fail them after ``max_attempts``).
+
+    Each job is taken back by a conditional update, so two workers reclaiming at once never
+    both act on it: a stale second write would otherwise turn a job that a third worker had
+    just claimed back into ``queued``. On PostgreSQL, rows another worker is taking back are
+    skipped rather than waited for.
+    """
     now = now or utcnow()
     expired = session.scalars(
-        select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+        select(Job.id)
+        .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
     ).all()
-    for job in expired:
+    reclaimed = 0
+    for job_id in expired:
+        taken = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+            .values(lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]  # finished or renewed meanwhile
+            continue
+        job = session.get(Job, job_id, populate_existing=True)
+        assert job is not None  # the update above just matched it
         if job.attempts >= max_attempts:
-            job.status = JobStatus.FAILED
-            job.finished_at = now
-            job.lease_expires_at = None
-            job.reasons = [
-                {
-                    "code": RETRIES_EXHAUSTED,
-                    "message": f"The analysis stopped without a result {job.attempts} times "
-                    "(worker lost); it is not retried again.",
-                }
-            ]
-            _notify(session, job)
+            _fail_exhausted(session, job, now)
         else:
             _requeue(job, attempts=job.attempts)
-    return len(expired)
+        reclaimed += 1
+    return reclaimed
+
+
+def _fail_exhausted(session: Session, job: Job, now: datetime) -> None:
+    job.status = JobStatus.FAILED
+    job.finished_at = now
+    job.reasons = [
+        {
+            "code": RETRIES_EXHAUSTED,
+            "message": f"The analysis stopped without a result {job.attempts} times "
+            "(worker lost); it is not retried again.",
+        }
+    ]
+    _notify(session, job)
 
 
 def claim_next(
@@ -172,10 +195,21 @@ def renew_lease(session: Session, job_id: str, worker_id: str, lease_s: float) -
 
 
 def finish_job(session: Session, job_id: str, worker_id: str, outcome: JobOutcome) -> Job | None:
-    """Record ``outcome`` on the job if ``worker_id`` still holds it (else None: discarded)."""
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None or job.worker_id != worker_id or job.status != JobStatus.RUNNING:
+    """Record ``outcome`` on the job if ``worker_id`` still holds it (else None: discarded).
+
+    The hold is checked by a conditional update, so a job taken back meanwhile (its lease ran
+    out) is never overwritten by the worker that lost it.
+    """
+    held = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if held.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None  # the update above just matched it
     job.status = outcome.status
     job.reasons = outcome.reasons
     job.result_json = outcome.result_json
@@ -185,7 +219,6 @@ def finish_job(session: Session, job_id: str, worker_id: str, outcome: JobOutcom
     job.probability = outcome.probability
     job.n_findings = outcome.n_findings
     job.finished_at = utcnow()
-    job.lease_expires_at = None
     _notify(session, job)
     return job
 
