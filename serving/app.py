@@ -28,7 +28,7 @@ from pipelines.errors import (
     ServiceRequestError,
 )
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
-from serving.routes import audit, health, jobs, studies
+from serving.routes import audit, dicomweb, health, jobs, studies
 from serving.services import Services
 from serving.settings import Settings
 
@@ -65,7 +65,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
-    for router in (health.router, studies.router, jobs.router, audit.router):
+    for router in (health.router, studies.router, dicomweb.router, jobs.router, audit.router):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
