@@ -27,8 +27,9 @@ from pipelines.errors import (
     RateLimitedError,
     ServiceRequestError,
 )
+from serving.metrics import MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
-from serving.routes import audit, dicomweb, health, jobs, studies
+from serving.routes import audit, dicomweb, health, jobs, metrics, studies
 from serving.services import Services
 from serving.settings import Settings
 
@@ -67,9 +68,11 @@ def create_app(
     )
     for router in (health.router, studies.router, dicomweb.router, jobs.router, audit.router):
         app.include_router(router)
+    app.include_router(metrics.router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: it sees every answer, 413s included
     return app
 
 

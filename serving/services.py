@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.dicom.archive import ArchiveLimits
 from serving.audit import Auditor
 from serving.db import Database
+from serving.metrics import ServiceMetrics
 from serving.ratelimit import RateLimiter, make_rate_limiter
 from serving.settings import Settings
 from serving.storage import InstanceStore
@@ -29,6 +30,10 @@ class Services:
     worker: Worker | None = None
     #: Started background components with a ``stop()`` (the DICOM listener), stopped last-first.
     background: list[Any] = field(default_factory=list)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+
+    def __post_init__(self) -> None:
+        self.metrics.watch(self)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -45,10 +50,14 @@ class Services:
             max_files=self.settings.max_archive_files,
         )
 
-    def start_worker(self) -> None:
+    def new_worker(self) -> Worker:
+        """A worker on this service's database and storage whose finished jobs feed metrics."""
         from serving.worker import Worker
 
-        self.worker = Worker(self.db, self.store, self.settings)
+        return Worker(self.db, self.store, self.settings, on_finished=self.metrics.observe_job)
+
+    def start_worker(self) -> None:
+        self.worker = self.new_worker()
         self.worker.start()
 
     def close(self) -> None:

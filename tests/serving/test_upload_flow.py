@@ -14,7 +14,7 @@ from tests.serving.conftest import Tenant, multipart_files
 def run_worker_once(client: TestClient) -> Worker:
     """Process what is queued with a worker of this app's services (no background thread)."""
     services = client.app.state.services  # type: ignore[attr-defined]
-    worker = Worker(services.db, services.store, services.settings)
+    worker: Worker = services.new_worker()
     assert worker.load_model()
     while worker.tick():
         pass
