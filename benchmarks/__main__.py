@@ -13,6 +13,7 @@ BENCHMARKS = {
     "prepare": "Prepare one study (read + preprocess + cache)",
     "train": "Training throughput on CPU (shipped bundle: train step vs forward, epoch, window)",
     "predict": "Predict one study (DICOM to all outputs)",
+    "service": "Service under load (8 clients on loopback)",
 }
 
 

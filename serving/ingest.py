@@ -132,12 +132,9 @@ def ingest(
                 n_studies=len(studies),
             )
         store.check_space(sum(spooled.size_bytes for spooled, _ in judged))
-        for spooled, header in judged:
-            try:
-                stored = _store(session, store, tenant_id, spooled, header, door, report)
-                report.stored.append(stored)
-            except DuplicateInstanceError as exc:
-                report.refused.append(_refusal(spooled.name, exc, header))
+        fresh = _deduplicate(session, tenant_id, judged, report)
+        store.commit_all([spooled for spooled, _ in fresh], tenant_id)
+        _record_all(session, tenant_id, fresh, door, report)
     finally:
         for spooled, _ in judged:
             spooled.path.unlink(missing_ok=True)
@@ -155,38 +152,103 @@ def _judge(spooled: SpooledFile, header: InstanceHeader, expected_study: str | N
         )
 
 
-def _store(
+def _deduplicate(
     session: Session,
-    store: InstanceStore,
+    tenant_id: str,
+    judged: list[tuple[SpooledFile, InstanceHeader]],
+    report: IngestReport,
+) -> list[tuple[SpooledFile, InstanceHeader]]:
+    """The instances not stored yet; identical re-sends are reported stored (``duplicate``),
+    a known SOP Instance UID with other content is refused."""
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.sha256).where(
+            Instance.tenant_id == tenant_id,
+            Instance.sop_instance_uid.in_({h.sop_instance_uid for _, h in judged}),
+        )
+    )
+    known = {uid: sha for uid, sha in rows}
+    fresh: dict[str, tuple[SpooledFile, InstanceHeader]] = {}
+    for spooled, header in judged:
+        uid = header.sop_instance_uid
+        known_sha = known.get(uid) or (fresh[uid][0].sha256 if uid in fresh else None)
+        if known_sha is None:
+            fresh[uid] = (spooled, header)
+        elif known_sha == spooled.sha256:
+            report.stored.append(_stored(header, duplicate=True))
+        else:
+            report.refused.append(_refusal(spooled.name, _conflict(spooled, header), header))
+    return list(fresh.values())
+
+
+def _record_all(
+    session: Session,
+    tenant_id: str,
+    fresh: list[tuple[SpooledFile, InstanceHeader]],
+    door: Door,
+    report: IngestReport,
+) -> None:
+    """Add the rows of durably stored instances in one savepoint; if a concurrent request
+    stored one of them first, fall back to one savepoint per row to tell twins apart."""
+    rows = [
+        (spooled, header, _study_of(session, tenant_id, header, report))
+        for spooled, header in fresh
+    ]
+    try:
+        with session.begin_nested():
+            session.add_all(_instance_row(tenant_id, study, sp, h, door) for sp, h, study in rows)
+    except IntegrityError:
+        for spooled, header, study in rows:
+            try:
+                report.stored.append(_record(session, tenant_id, spooled, header, study, door))
+            except DuplicateInstanceError as exc:
+                report.refused.append(_refusal(spooled.name, exc, header))
+        return
+    for _, header, study in rows:
+        _touch(study)
+        report.stored.append(_stored(header, duplicate=False))
+
+
+def _study_of(
+    session: Session, tenant_id: str, header: InstanceHeader, report: IngestReport
+) -> Study:
+    uid = header.study_instance_uid
+    if uid not in report.studies:
+        report.studies[uid] = _study(session, tenant_id, uid)
+    return report.studies[uid]
+
+
+def _record(
+    session: Session,
     tenant_id: str,
     spooled: SpooledFile,
     header: InstanceHeader,
+    study: Study,
     door: Door,
-    report: IngestReport,
 ) -> StoredInstance:
-    existing = _instance(session, tenant_id, header.sop_instance_uid)
-    if existing is None:
-        store.commit(spooled, tenant_id)
-        study = report.studies.get(header.study_instance_uid) or _study(
-            session, tenant_id, header.study_instance_uid
-        )
-        report.studies[header.study_instance_uid] = study
-        try:
-            with session.begin_nested():
-                session.add(_instance_row(tenant_id, study, spooled, header, door))
-        except IntegrityError:  # the same SOP instance arrived concurrently by another request
-            existing = _instance(session, tenant_id, header.sop_instance_uid)
-        else:
-            study.last_received_at = utcnow()
-            study.needs_analysis = True
-            return _stored(header, duplicate=False)
-    if existing is None or existing.sha256 != spooled.sha256:
-        raise DuplicateInstanceError(
-            f"{spooled.name}: SOP Instance {header.sop_instance_uid} was already received with "
-            "different content; the first one is kept.",
-            sop_instance_uid=header.sop_instance_uid,
-        )
-    return _stored(header, duplicate=True)
+    """Add one row; an identical concurrent twin counts as a duplicate, another is refused."""
+    try:
+        with session.begin_nested():
+            session.add(_instance_row(tenant_id, study, spooled, header, door))
+    except IntegrityError:
+        existing = _instance(session, tenant_id, header.sop_instance_uid)
+        if existing is None or existing.sha256 != spooled.sha256:
+            raise _conflict(spooled, header) from None
+        return _stored(header, duplicate=True)
+    _touch(study)
+    return _stored(header, duplicate=False)
+
+
+def _touch(study: Study) -> None:
+    study.last_received_at = utcnow()
+    study.needs_analysis = True
+
+
+def _conflict(spooled: SpooledFile, header: InstanceHeader) -> DuplicateInstanceError:
+    return DuplicateInstanceError(
+        f"{spooled.name}: SOP Instance {header.sop_instance_uid} was already received with "
+        "different content; the first one is kept.",
+        sop_instance_uid=header.sop_instance_uid,
+    )
 
 
 def _instance(session: Session, tenant_id: str, sop_instance_uid: str) -> Instance | None:

@@ -2,18 +2,22 @@
 
 An incoming object is spooled into a per-request folder under ``<root>/tmp`` (the same file
 system) while its SHA-256 is computed, then moved into
-``<root>/instances/<tenant>/<aa>/<sha256>`` with ``fsync`` on the file and its folder, so an
-acknowledged instance survives a power cut. Tenants never share a folder, so one tenant's data
-can be exported or erased alone.
+``<root>/instances/<tenant>/<aa>/<sha256>``, with the bytes and then the names flushed to disk
+(:meth:`InstanceStore.commit_all`), so an acknowledged instance survives a power cut. Tenants
+never share a folder, so one tenant's data can be exported or erased alone.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,29 +112,60 @@ class InstanceStore:
     def instance_path(self, tenant_id: str, sha256: str) -> Path:
         return self.root / "instances" / tenant_id / sha256[:2] / sha256
 
-    def commit(self, spooled: SpooledFile, tenant_id: str) -> Path:
-        """Move a spooled file to its durable place (a no-op when the content is already there).
+    def commit_all(self, spooled: Sequence[SpooledFile], tenant_id: str) -> list[Path]:
+        """Move spooled files to their durable places (content already there is kept).
 
-        The file's bytes and its folder entry are flushed to disk before this returns.
+        The files' bytes are flushed before any is renamed into place, and the renames are
+        flushed before this returns: two file-system flushes for the whole batch (``syncfs``),
+        so a request of a thousand instances does not pay two thousand ``fsync`` calls.
         """
-        target = self.instance_path(tenant_id, spooled.sha256)
-        if target.exists():
-            spooled.path.unlink(missing_ok=True)
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(spooled.path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(spooled.path, target)
-        _fsync_dir(target.parent)
-        return target
+        targets = [self.instance_path(tenant_id, item.sha256) for item in spooled]
+        moves = [(item, target) for item, target in zip(spooled, targets, strict=True)]
+        fresh = [(item, target) for item, target in moves if not target.exists()]
+        if fresh:
+            self._flush([item.path for item, _ in fresh])
+            for item, target in fresh:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item.path, target)
+            self._flush(sorted({target.parent for _, target in fresh}))
+        return targets
+
+    def _flush(self, paths: Sequence[Path]) -> None:
+        """Make ``paths`` (files or folders) durable: one ``syncfs`` of the storage's file
+        system where Linux offers it, else an ``fsync`` of each."""
+        if _syncfs(self.root):
+            return
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def job_results_dir(self, tenant_id: str, job_id: str) -> Path:
         return self.results_dir / tenant_id / job_id
 
 
-def _fsync_dir(folder: Path) -> None:
+def _syncfs(folder: Path) -> bool:
+    """Flush the file system holding ``folder``; False where ``syncfs`` is not available."""
+    libc = _libc()
+    if libc is None:
+        return False
     fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        if libc.syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed", str(folder))
     finally:
         os.close(fd)
+    return True
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "syncfs") else None
