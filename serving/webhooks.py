@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from serving.db import Database, utcnow
 from serving.models import Tenant, WebhookDelivery, WebhookStatus
@@ -44,17 +44,13 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def deliver_due(db: Database, policy: WebhookPolicy, *, limit: int = 20) -> int:
     """Attempt the deliveries that are due; returns how many were attempted.
 
-    Each HTTP request runs outside any database transaction; its outcome is recorded after.
+    Each delivery is claimed before it is sent, so several workers never send the same one at
+    once; its HTTP request runs outside any database transaction and its outcome is recorded
+    after.
     """
     with db.session() as session:
-        due = session.execute(
-            select(
-                WebhookDelivery.id,
-                WebhookDelivery.url,
-                WebhookDelivery.payload,
-                Tenant.webhook_secret,
-            )
-            .join(Tenant, Tenant.id == WebhookDelivery.tenant_id)
+        due = session.scalars(
+            select(WebhookDelivery.id)
             .where(
                 WebhookDelivery.status == WebhookStatus.PENDING,
                 WebhookDelivery.next_attempt_at <= utcnow(),
@@ -62,13 +58,50 @@ def deliver_due(db: Database, policy: WebhookPolicy, *, limit: int = 20) -> int:
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         ).all()
-    for delivery_id, url, payload, secret in due:
-        error = _post(url, payload.encode("utf-8"), secret or "", policy.timeout_s)
+    attempted = 0
+    for delivery_id in due:
+        claimed = _claim(db, delivery_id, policy)
+        if claimed is None:  # another worker took it first
+            continue
+        url, payload, secret = claimed
+        error = _post(url, payload.encode("utf-8"), secret, policy.timeout_s)
         with db.session() as session:
             delivery = session.get(WebhookDelivery, delivery_id)
             if delivery is not None:
                 _record(delivery, error, policy)
-    return len(due)
+        attempted += 1
+    return attempted
+
+
+def _claim(db: Database, delivery_id: int, policy: WebhookPolicy) -> tuple[str, str, str] | None:
+    """Take a due delivery (a conditional update: one taker wins) and hide it from the others
+    for as long as one attempt may take; returns its URL, body and the tenant's secret.
+
+    A worker that dies mid-attempt leaves the delivery pending: it is retried once hidden
+    time has passed.
+    """
+    now = utcnow()
+    # httpx applies the timeout per phase (connect, write, read, pool): allow all four.
+    hidden_until = now + timedelta(seconds=4 * policy.timeout_s + 30)
+    with db.session() as session:
+        taken = session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == WebhookStatus.PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=hidden_until)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        url, payload, secret = session.execute(
+            select(WebhookDelivery.url, WebhookDelivery.payload, Tenant.webhook_secret)
+            .join(Tenant, Tenant.id == WebhookDelivery.tenant_id)
+            .where(WebhookDelivery.id == delivery_id)
+        ).one()
+    return url, payload, secret or ""
 
 
 def _post(url: str, body: bytes, secret: str, timeout_s: float) -> str | None:
@@ -81,7 +114,7 @@ def _post(url: str, body: bytes, secret: str, timeout_s: float) -> str | None:
     }
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is no HTTPError
         return f"{type(exc).__name__}: {exc}"[:500]
     return None if response.is_success else f"HTTP {response.status_code}"
 
