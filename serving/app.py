@@ -51,11 +51,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.from_settings(settings)
         app.state.services = services
-        if settings.run_worker:
-            services.start_worker()
-        for hook in start_hooks:
-            hook(services)
-        try:
+        try:  # a failing start (e.g. the DICOM port is taken) stops what already started
+            if settings.run_worker:
+                services.start_worker()
+            for hook in start_hooks:
+                hook(services)
             yield
         finally:
             services.close()
