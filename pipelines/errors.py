@@ -654,6 +654,14 @@ class InvalidCredentialsError(AuthError):
     code = "auth.invalid_key"
 
 
+class UnknownAETitleError(AuthError):
+    """A DICOM association's calling AE title belongs to no tenant, so the association is
+    rejected (A-ASSOCIATE-RJ, calling AE title not recognised): register the sending PACS with
+    ``basira tenants create NAME --ae-title AE``."""
+
+    code = "auth.unknown_ae_title"
+
+
 class ForbiddenError(AuthError):
     """The key is valid but its role may not do this (the audit log needs an admin key)."""
 

@@ -36,12 +36,15 @@ def serve_command(
     import uvicorn
 
     from serving.app import create_app
+    from serving.dimse import start_dicom_listener
     from serving.logs import configure_logging
 
     settings = Settings()
     configure_logging()
+    hooks = (start_dicom_listener,) if settings.dicom_port > 0 else ()
+    app = create_app(settings, start_hooks=hooks)
     # No access log: request paths carry study UIDs; the audit log records access instead.
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
 
 
 def worker_command() -> None:
