@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipelines.errors import ConfigError, InputNotFoundError
 from pipelines.findings import FindingsConfig
 from pipelines.networks import known_networks, size_divisor
-from pipelines.transforms import PreprocessConfig
+from pipelines.transforms import LungCropConfig, PreprocessConfig
 
 #: The bundle file inside a bundle or release folder.
 BUNDLE_FILE = "bundle.yaml"
@@ -94,12 +94,17 @@ class BlendMode(StrEnum):
 
 
 class InferenceConfig(_Strict):
-    """Sliding-window settings for validation, evaluation and serving."""
+    """Sliding-window settings for validation, evaluation and serving.
+
+    ``lung_crop`` says where the windows run (the box around the lungs, see
+    :func:`~pipelines.transforms.lung_box`); it is not part of the preprocessing contract.
+    """
 
     roi_size_kji: PositiveSize = (64, 64, 64)
     overlap: float = Field(default=0.25, ge=0, lt=1)
     blend: BlendMode = BlendMode.GAUSSIAN
     sw_batch_size: int = Field(default=2, ge=1)
+    lung_crop: LungCropConfig = Field(default_factory=LungCropConfig)
 
 
 class IntendedUse(_Strict):
@@ -178,13 +183,15 @@ def write_bundle(bundle: Bundle, path: Path) -> None:
 def preprocessing_hash(bundle: Bundle) -> str:
     """sha256 of the preprocessing contract: what must match between training and serving.
 
-    Covers the preprocess config, the patch size and the inference settings, as JSON with sorted
-    keys, so it changes exactly when a model would see different inputs.
+    Covers the preprocess config, the patch size and the sliding-window settings, as JSON with
+    sorted keys, so it changes exactly when a model would see different inputs. The lung crop is
+    left out: it chooses which windows run, not what a window holds, so a model exported before
+    it existed, or with another margin, still fits.
     """
     contract = {
         "preprocess": bundle.preprocess.model_dump(mode="json"),
         "patch_size_kji": list(bundle.patch_size_kji),
-        "inference": bundle.inference.model_dump(mode="json"),
+        "inference": bundle.inference.model_dump(mode="json", exclude={"lung_crop"}),
     }
     text = json.dumps(contract, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

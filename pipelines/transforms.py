@@ -7,12 +7,13 @@ A CT :class:`~pipelines.volume.Volume` goes through four steps, always in this o
    i toward the patient's left, j posterior, k superior, which is how a head-first supine axial
    series is already stored, so the common case costs nothing). Feet-first and mirrored series
    become indistinguishable from head-first ones.
-2. **Resample** the HU values to ``config.target_spacing_mm`` with
-   :func:`torch.nn.functional.interpolate` (trilinear, ``align_corners=False``, a fixed scale
-   factor). Voxel *edges* of the output grid line up with the input's: output index ``o`` samples
-   input index ``(o + 0.5) * r - 0.5`` with ``r = target / source spacing``, so the output spacing
-   is exactly the configured one. Labels use ``nearest-exact``, which picks the input voxel that
-   contains that same point, so image and label stay aligned.
+2. **Resample** the HU values to ``config.target_spacing_mm``: trilinear, exactly as
+   :func:`torch.nn.functional.interpolate` with ``align_corners=False`` and a fixed scale factor
+   computes it, done in numpy one axis at a time so that inference needs no torch. Voxel *edges*
+   of the output grid line up with the input's: output index ``o`` samples input index
+   ``(o + 0.5) * r - 0.5`` with ``r = target / source spacing``, so the output spacing is exactly
+   the configured one. Labels use ``nearest-exact``, which picks the input voxel that contains
+   that same point, so image and label stay aligned.
 3. **Crop** to the body: the largest connected region above ``body_threshold_hu`` (the table and
    air outside are dropped) plus ``crop_margin_mm``.
 4. **Window**: clip to ``window_hu`` and scale linearly to ``[0, 1]``.
@@ -31,8 +32,6 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import ndimage
 
@@ -96,6 +95,26 @@ class PreprocessConfig(BaseModel):
         if self.window_hu[0] >= self.window_hu[1]:
             raise ValueError("window_hu must be (lower, upper) with lower < upper")
         return self
+
+
+class LungCropConfig(BaseModel):
+    """Where inference runs inside the preprocessed volume: the box around the lungs.
+
+    An inference-time choice, not part of the network's input contract: it decides which
+    windows run, not what a window holds (see :func:`lung_box`; the bundle keeps it in
+    ``inference.lung_crop``). ``margin_mm`` is added on every side of the air box, so a lesion
+    attached to the pleura, which replaces lung air up to the chest wall, stays inside with the
+    wall behind it as context.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    #: voxels below this are air (lung parenchyma is about -900 to -700 HU, soft tissue above -200).
+    air_threshold_hu: float = -400.0
+    margin_mm: float = Field(default=10.0, ge=0)
+    #: enclosed air regions smaller than this (gas in the bowel, a sinus) do not widen the box.
+    min_volume_ml: float = Field(default=20.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -242,29 +261,39 @@ def label_to_source(label: np.ndarray, geometry: PreprocessGeometry) -> np.ndarr
     """Map an output-grid label ``(k, j, i)`` back onto the source grid (nearest neighbour).
 
     Each source voxel takes the value of the output voxel containing its centre; voxels outside
-    the crop box are 0. Used to write masks in the source geometry (DICOM SEG).
+    the crop box are 0. Used to write masks in the source geometry (DICOM SEG). Only the source
+    voxels that fall in the bounding box of the labelled voxels are looked up, so a few findings
+    cost milliseconds, not a pass over the whole series.
     """
     if tuple(label.shape) != geometry.shape:
         raise ValueError(f"label shape {label.shape} != output shape {geometry.shape}")
+    out = np.zeros(geometry.source_shape, dtype=np.uint8)
+    labelled = ndimage.find_objects((label != 0).astype(np.uint8))
+    if not labelled:
+        return out
+    box_kji = labelled[0]
     # Reorientation, resampling and crop are per-axis, so this matrix is a signed permutation
-    # with scales and offsets: each output axis n depends on source axis axes[n] only.
+    # with scales and offsets: each output axis n depends on source axis axes[n] only, and
+    # monotonically, so the source voxels landing in the box form one run per axis.
     to_output = np.linalg.inv(geometry.affine_lps) @ geometry.source_affine_lps
-    index, valid = [], []
+    index, source_box = [], [slice(0, 0)] * 3
     for n in range(3):
         axis = geometry.axes[n]
         centres = np.arange(geometry.source_shape[2 - axis], dtype=float)
         nearest = np.floor(to_output[n, axis] * centres + to_output[n, 3] + 0.5).astype(np.int64)
-        size = geometry.shape[2 - n]
-        index.append(np.clip(nearest, 0, size - 1))
-        valid.append((nearest >= 0) & (nearest < size))
-    gathered = label[np.ix_(index[2], index[1], index[0])]
-    inside = valid[2][:, None, None] & valid[1][None, :, None] & valid[0][None, None, :]
-    gathered = np.where(inside, gathered, 0).astype(np.uint8)
+        span = box_kji[2 - n]
+        run = np.flatnonzero((nearest >= span.start) & (nearest < span.stop))
+        if run.size == 0:
+            return out
+        index.append(nearest[run[0] : run[-1] + 1])
+        source_box[2 - axis] = slice(int(run[0]), int(run[-1]) + 1)
+    gathered = label[np.ix_(index[2], index[1], index[0])].astype(np.uint8)
     # gathered axis m holds source voxel axis axes[2 - m], whose source array axis is 2 - that.
     order = [0, 0, 0]
     for m in range(3):
         order[2 - geometry.axes[2 - m]] = m
-    return np.ascontiguousarray(np.transpose(gathered, order))
+    out[tuple(source_box)] = np.transpose(gathered, order)
+    return out
 
 
 def window(array_hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
@@ -328,6 +357,90 @@ def body_box(
     return (start_kji[2], start_kji[1], start_kji[0]), (stop_kji[2], stop_kji[1], stop_kji[0])
 
 
+def lung_box(
+    image_kji: np.ndarray,
+    preprocess: PreprocessConfig,
+    config: LungCropConfig,
+    *,
+    min_size_kji: tuple[int, int, int] = (1, 1, 1),
+) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """Box ``(start_ijk, stop_ijk)`` around the lungs of a preprocessed image, or ``None``.
+
+    ``image_kji`` is network input (windowed to ``[0, 1]`` by ``preprocess``, at its target
+    spacing). The lungs are the air regions (below ``config.air_threshold_hu``) that do not reach
+    the sides of the image: the air around the body does, since the body crop leaves a margin.
+    Found on every second voxel, like :func:`body_box`. The box is then made symmetric left to
+    right about the image centre (the body's midline), so a lung that holds no air (collapsed, or
+    filled by a tumour) is still covered by the mirror of the other; ``config.margin_mm`` is added
+    on every side and each side grown to at least ``min_size_kji`` (one window).
+
+    ``None`` (run on the whole image) when no enclosed air of ``config.min_volume_ml`` is found,
+    or when the body itself reaches a side of the image (a field of view that cuts the body may
+    cut a lung, which would then look like outside air).
+    """
+    coarse = np.asarray(image_kji[::2, ::2, ::2])
+    air_level = _window_level(config.air_threshold_hu, preprocess.window_hu)
+    body_level = _window_level(preprocess.body_threshold_hu, preprocess.window_hu)
+    if not 0.0 < air_level < 1.0 or _touches_sides(_largest_region(coarse > body_level)):
+        return None
+    labels, _ = ndimage.label(coarse < air_level)
+    sizes = np.bincount(labels.ravel())
+    voxel_ml = math.prod(2.0 * s for s in preprocess.target_spacing_mm) / 1000.0
+    keep = (sizes > 0) & (sizes * voxel_ml >= config.min_volume_ml)
+    keep[0] = False
+    keep[_sides(labels)] = False  # the air around the body
+    if not keep.any():
+        return None
+    found = ndimage.find_objects(keep[labels].astype(np.uint8))[0]
+    shape = _shape3(image_kji.shape)
+    start = [min(found[a].start * 2, shape[a] - 1) for a in range(3)]
+    stop = [min(found[a].stop * 2, shape[a]) for a in range(3)]
+    start[2], stop[2] = min(start[2], shape[2] - stop[2]), max(stop[2], shape[2] - start[2])
+    margin = [math.ceil(config.margin_mm / s) for s in reversed(preprocess.target_spacing_mm)]
+    box = [
+        _grow(
+            max(0, start[a] - margin[a]),
+            min(shape[a], stop[a] + margin[a]),
+            min_size_kji[a],
+            shape[a],
+        )
+        for a in range(3)
+    ]
+    return (box[2][0], box[1][0], box[0][0]), (box[2][1], box[1][1], box[0][1])
+
+
+def _window_level(hu: float, window_hu: tuple[float, float]) -> float:
+    """Where ``hu`` lands on the ``[0, 1]`` scale of :func:`window`."""
+    return (hu - window_hu[0]) / (window_hu[1] - window_hu[0])
+
+
+def _largest_region(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def _sides(array_kji: np.ndarray) -> np.ndarray:
+    """The voxels on the four in-plane faces (first and last row and column of every slice)."""
+    return np.concatenate([array_kji[:, [0, -1], :].ravel(), array_kji[:, :, [0, -1]].ravel()])
+
+
+def _touches_sides(mask_kji: np.ndarray) -> bool:
+    return bool(_sides(mask_kji).any())
+
+
+def _grow(start: int, stop: int, min_size: int, size: int) -> tuple[int, int]:
+    """``[start, stop)`` widened about its centre to at least ``min_size`` within ``[0, size)``."""
+    need = min(min_size, size)
+    if stop - start >= need:
+        return start, stop
+    start = max(0, min(start - (need - (stop - start)) // 2, size - need))
+    return start, start + need
+
+
 def _add_margin(
     start: tuple[int, int, int],
     stop: tuple[int, int, int],
@@ -342,25 +455,48 @@ def _add_margin(
 
 
 def _resample(array: np.ndarray, ratios: tuple[float, float, float], *, mode: str) -> np.ndarray:
-    """Resample a ``(k, j, i)`` array so output voxel o samples input ``(o + 0.5) * r - 0.5``."""
+    """Resample a ``(k, j, i)`` array so output voxel o samples input ``(o + 0.5) * r - 0.5``.
+
+    ``ratios`` are ``(i, j, k)``. ``mode`` is ``"trilinear"`` or ``"nearest-exact"``, computed
+    as :func:`torch.nn.functional.interpolate` does (``align_corners=False``, a fixed scale
+    factor, positions in float32; a test keeps the two equal) but in numpy, one axis at a time,
+    so that inference never imports torch.
+    """
     if all(abs(r - 1.0) < 1e-9 for r in ratios):
         return np.ascontiguousarray(array)
-    scale = (1.0 / ratios[2], 1.0 / ratios[1], 1.0 / ratios[0])
-    expected = tuple(
-        max(1, math.floor(float(n) * s)) for n, s in zip(array.shape, scale, strict=True)
-    )
-    if min(math.floor(float(n) * s) for n, s in zip(array.shape, scale, strict=True)) < 1:
+    ratios_kji = (ratios[2], ratios[1], ratios[0])
+    # torch's output size: floor(n * scale_factor), in double, with scale_factor = 1 / r
+    sizes = [math.floor(float(n) * (1.0 / r)) for n, r in zip(array.shape, ratios_kji, strict=True)]
+    if min(sizes) < 1:
         raise ValueError(f"volume {array.shape} is too small for the target spacing")
-    tensor = torch.from_numpy(np.ascontiguousarray(array))[None, None]
-    kwargs: dict[str, Any] = {"align_corners": False} if mode == "trilinear" else {}
-    with torch.no_grad():
-        out = F.interpolate(
-            tensor, scale_factor=scale, mode=mode, recompute_scale_factor=False, **kwargs
-        )
-    result = out[0, 0].numpy()
-    if result.shape != expected:
-        raise RuntimeError(f"interpolate gave {result.shape}, expected {expected}")
-    return result
+    out = array
+    for axis in (2, 1, 0):  # the last axis first: its gather is the slowest, on the largest array
+        if abs(ratios_kji[axis] - 1.0) >= 1e-9:
+            out = _resample_axis(out, axis, sizes[axis], ratios_kji[axis], mode)
+    return np.ascontiguousarray(out)
+
+
+def _resample_axis(array: np.ndarray, axis: int, size: int, ratio: float, mode: str) -> np.ndarray:
+    """One axis of :func:`_resample`: ``size`` output voxels, input step ``ratio`` per voxel."""
+    n = array.shape[axis]
+    scale = np.float32(1.0 / (1.0 / ratio))  # torch keeps 1 / scale_factor as float32
+    index = np.arange(size, dtype=np.float32) + np.float32(0.5)
+    if mode == "nearest-exact":
+        nearest = np.floor((index.astype(np.float64) * scale).astype(np.float32))
+        return np.take(array, np.minimum(nearest.astype(np.int64), n - 1), axis=axis)
+    # scale * index - 0.5 with one rounding to float32, as torch's compiled (fused) kernel does
+    position = (np.float64(scale) * index.astype(np.float64) - 0.5).astype(np.float32)
+    position = np.maximum(position, np.float32(0.0))
+    lower = np.minimum(np.floor(position).astype(np.int64), n - 1)
+    weight = np.clip(position - lower, 0.0, 1.0).astype(np.float32)
+    shape = [1, 1, 1]
+    shape[axis] = size
+    low = np.take(array, lower, axis=axis)
+    high = np.take(array, np.minimum(lower + 1, n - 1), axis=axis)
+    high -= low
+    high *= weight.reshape(shape)
+    low += high
+    return low
 
 
 def _spacing_ratios(

@@ -14,7 +14,7 @@ from pipelines.bundle import (
     write_bundle,
 )
 from pipelines.errors import ConfigError, InputNotFoundError
-from pipelines.transforms import PreprocessConfig
+from pipelines.transforms import LungCropConfig, PreprocessConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models" / "lung-nodule-unet" / "bundle.yaml"
@@ -84,6 +84,19 @@ def test_preprocessing_hash_changes_only_with_the_contract() -> None:
     )
     assert preprocessing_hash(other_patch) != preprocessing_hash(bundle)
     assert preprocessing_hash(other_spacing) != preprocessing_hash(bundle)
+
+
+def test_lung_crop_is_not_part_of_the_preprocessing_contract() -> None:
+    """It picks which windows run, not what a window holds: exported models keep fitting."""
+    bundle = Bundle(name="a", version="1")
+    for crop in (LungCropConfig(enabled=False), LungCropConfig(margin_mm=25.0)):
+        inference = bundle.inference.model_copy(update={"lung_crop": crop})
+        other = bundle.model_copy(update={"inference": inference})
+        assert preprocessing_hash(other) == preprocessing_hash(bundle)
+    overlap = bundle.model_copy(
+        update={"inference": bundle.inference.model_copy(update={"overlap": 0.5})}
+    )
+    assert preprocessing_hash(overlap) != preprocessing_hash(bundle)
 
 
 def test_flattened_bundle_has_dotted_string_params() -> None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 
 from pipelines.transforms import (
     CropMode,
+    LungCropConfig,
     PreprocessConfig,
     PreprocessGeometry,
+    _resample,
     label_to_source,
+    lung_box,
     plan_reorientation,
     preprocess_label,
     preprocess_volume,
@@ -196,3 +201,131 @@ def test_plan_reorientation_for_ras_target() -> None:
 def test_invalid_config_is_refused(fields: dict) -> None:
     with pytest.raises(ValidationError):
         PreprocessConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    ("shape", "ratios"),
+    [((250, 64, 48), (1 / 0.7, 1 / 0.7, 1.5 / 1.25)), ((13, 40, 41), (0.8, 1.3, 3.0))],
+)
+def test_numpy_resampling_equals_torch_interpolate(
+    shape: tuple[int, int, int], ratios: tuple[float, float, float]
+) -> None:
+    """The preprocessing contract was defined by torch's interpolate; numpy must match it."""
+    rng = np.random.default_rng(2)
+    image = (rng.random(shape, dtype=np.float32) * 2000 - 1000).astype(np.float32)
+    label = rng.integers(0, 4, shape).astype(np.uint8)
+    scale = (1.0 / ratios[2], 1.0 / ratios[1], 1.0 / ratios[0])
+    with torch.no_grad():
+        expected = F.interpolate(
+            torch.from_numpy(image)[None, None],
+            scale_factor=scale,
+            mode="trilinear",
+            align_corners=False,
+            recompute_scale_factor=False,
+        )[0, 0].numpy()
+        expected_label = F.interpolate(
+            torch.from_numpy(label)[None, None],
+            scale_factor=scale,
+            mode="nearest-exact",
+            recompute_scale_factor=False,
+        )[0, 0].numpy()
+    np.testing.assert_allclose(_resample(image, ratios, mode="trilinear"), expected, atol=1e-3)
+    np.testing.assert_array_equal(_resample(label, ratios, mode="nearest-exact"), expected_label)
+
+
+#: A chest at the default target spacing (1 x 1 x 1.5 mm): (k, j, i) = 150 x 160 x 200 mm.
+CHEST_SHAPE = (100, 160, 200)
+
+
+def lungs_hu(*, lungs: tuple[bool, bool] = (True, True)) -> np.ndarray:
+    """Air, an elliptic body and two ellipsoid lungs (right at low i, left at high i)."""
+    k, j, i = np.ogrid[: CHEST_SHAPE[0], : CHEST_SHAPE[1], : CHEST_SHAPE[2]]
+    hu = np.full(CHEST_SHAPE, -1000.0, np.float32)
+    body = ((j - 80) / 70) ** 2 + ((i - 100) / 90) ** 2 < 1
+    hu[np.broadcast_to(body, CHEST_SHAPE)] = 40.0
+    for centre_i, present in zip((55, 145), lungs, strict=True):
+        lung = ((k - 50) / 40) ** 2 + ((j - 80) / 50) ** 2 + ((i - centre_i) / 35) ** 2 < 1
+        if present:
+            hu[lung] = -850.0
+    return hu
+
+
+def _sphere(centre_kji: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    k, j, i = np.ogrid[: CHEST_SHAPE[0], : CHEST_SHAPE[1], : CHEST_SHAPE[2]]
+    ck, cj, ci = centre_kji
+    return ((k - ck) * 1.5) ** 2 + (j - cj) ** 2 + (i - ci) ** 2 < radius_mm**2
+
+
+def _inside(box, mask: np.ndarray, margin_mm: float) -> bool:
+    """Every voxel of ``mask`` is in ``box`` with ``margin_mm`` of context on every side."""
+    (i0, j0, k0), (i1, j1, k1) = box
+    k, j, i = np.nonzero(mask)
+    return bool(
+        i.min() - i0 >= margin_mm
+        and i1 - 1 - i.max() >= margin_mm
+        and j.min() - j0 >= margin_mm
+        and j1 - 1 - j.max() >= margin_mm
+        and (k.min() - k0) * 1.5 >= margin_mm
+        and (k1 - 1 - k.max()) * 1.5 >= margin_mm
+    )
+
+
+def test_lung_box_is_the_lungs_plus_margin_not_the_body() -> None:
+    box = lung_box(window(lungs_hu(), (-1000, 400)), PreprocessConfig(), LungCropConfig())
+    assert box is not None
+    (i0, j0, k0), (i1, j1, k1) = box
+    # lungs: i 20..180, j 30..130, k 10..90; margin 10 mm = 10 voxels in-plane, 7 slices
+    assert (i0, i1) == pytest.approx((10, 190), abs=3)
+    assert (j0, j1) == pytest.approx((20, 140), abs=3)
+    assert (k0, k1) == pytest.approx((3, 97), abs=3)
+
+
+@pytest.mark.parametrize(
+    ("centre_kji", "radius_mm"),
+    [
+        ((50, 80, 168), 12.0),  # against the lateral chest wall, at the lung's widest point
+        ((50, 40, 145), 10.0),  # against the anterior wall
+        ((50, 120, 55), 10.0),  # against the posterior wall
+        ((82, 80, 55), 12.0),  # at the apex of the right lung
+    ],
+)
+def test_lung_box_keeps_a_pleural_lesion_inside_with_context(
+    centre_kji: tuple[float, float, float], radius_mm: float
+) -> None:
+    """A lesion attached to the pleura replaces lung air up to the chest wall: the box must still
+    hold all of it and some wall around it."""
+    hu = lungs_hu()
+    lesion = _sphere(centre_kji, radius_mm) & (hu > -900)  # inside the body
+    hu[lesion] = 30.0
+    box = lung_box(window(hu, (-1000, 400)), PreprocessConfig(), LungCropConfig())
+    assert box is not None and _inside(box, lesion, margin_mm=5.0)
+
+
+def test_lung_box_covers_a_lung_without_air_by_symmetry() -> None:
+    """A collapsed (or tumour-filled) left lung holds no air; the right lung's mirror covers it."""
+    hu = lungs_hu(lungs=(True, False))
+    tumour = _sphere((50, 80, 150), 25.0)
+    hu[tumour] = 35.0
+    box = lung_box(window(hu, (-1000, 400)), PreprocessConfig(), LungCropConfig())
+    assert box is not None and _inside(box, tumour, margin_mm=5.0)
+
+
+def test_lung_box_is_none_without_enclosed_air_or_when_the_body_reaches_the_sides() -> None:
+    config, crop = PreprocessConfig(), LungCropConfig()
+    no_lungs = lungs_hu(lungs=(False, False))
+    assert lung_box(window(no_lungs, (-1000, 400)), config, crop) is None
+    cut = lungs_hu()[:, :, 15:185]  # the field of view cuts the body at both sides
+    assert lung_box(window(cut, (-1000, 400)), config, crop) is None
+
+
+def test_lung_box_grows_to_one_window() -> None:
+    box = lung_box(
+        window(lungs_hu(), (-1000, 400)),
+        PreprocessConfig(),
+        LungCropConfig(margin_mm=0.0),
+        min_size_kji=(96, 150, 195),
+    )
+    assert box is not None
+    (i0, j0, k0), (i1, j1, k1) = box
+    assert (k1 - k0, j1 - j0, i1 - i0) == (96, 150, 195)
+    assert k0 >= 0 and k1 <= 100 and i0 >= 0 and i1 <= 200
