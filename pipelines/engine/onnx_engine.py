@@ -1,10 +1,11 @@
 """The ONNX Runtime engine: the serving default, and the one module that imports ``onnxruntime``.
 
-:class:`OnnxEngine` runs an exported model (``basira export``) through MONAI's
-``sliding_window_inference`` with a predictor that calls ONNX Runtime on numpy windows, so the
-window grid, the Gaussian blending and the stitching are the very code the torch engine runs.
-Memory stays bounded: only ``sw_batch_size`` windows at a time go through the session; the
-volume and the stitched output live on the CPU.
+:class:`OnnxEngine` runs an exported model (``basira export``) through
+:class:`~pipelines.engine.sliding_window.SlidingWindow` with a predictor that calls ONNX Runtime
+on numpy windows, so the lung crop, the window grid, the Gaussian blending and the stitching are
+the very code the torch engine runs, and serving imports neither torch nor MONAI. Memory stays
+bounded: only ``sw_batch_size`` windows at a time go through the session; the volume and the
+stitched output live on the CPU.
 
 The model carries its provenance as ONNX metadata (:class:`OnnxModelInfo`); the engine refuses a
 model whose preprocessing hash differs from the bundle's. Execution providers: TensorRT, then
@@ -25,11 +26,12 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipelines.bundle import Bundle, InferenceConfig, preprocessing_hash
+from pipelines.engine.sliding_window import SlidingWindow
 from pipelines.errors import ConfigError, ModelMismatchError, ModelUnreadableError
+from pipelines.transforms import PreprocessConfig
 
 #: Every Basira key in the ONNX ``metadata_props`` starts with this.
 METADATA_PREFIX = "basira."
@@ -58,6 +60,8 @@ class Precision(StrEnum):
     INT8 = "int8"
 
 
+#: The session option that lets idle intra-op threads busy-wait.
+_SPIN_KEY = "session.intra_op.allow_spinning"
 _ORT_LEVELS = {
     GraphOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     GraphOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -120,6 +124,10 @@ class OnnxEngineConfig(BaseModel):
         providers: execution providers to use, in order; ``None``: TensorRT, CUDA, CPU as far
             as installed (:func:`select_providers`).
         threads: intra-op CPU threads (``None``: ONNX Runtime's default, one per core).
+        spin_wait: let idle intra-op threads busy-wait for the next operator (ONNX Runtime's
+            own default). Off here: between windows the stitching runs on the calling thread,
+            and on a machine shared with other work a spinning thread takes a core that others
+            need (``benchmarks/RESULTS.md``).
         graph_optimization: ``None`` uses the level the exporter kept (model metadata).
         tta_flip_axes: test-time augmentation: every combination of flips over these spatial
             axes (0 = k, 1 = j, 2 = i) is run and the logits averaged; costs ``2 ** len`` times
@@ -130,6 +138,7 @@ class OnnxEngineConfig(BaseModel):
 
     providers: tuple[str, ...] | None = None
     threads: int | None = Field(default=None, ge=1)
+    spin_wait: bool = False
     graph_optimization: GraphOptimization | None = None
     tta_flip_axes: tuple[int, ...] = ()
 
@@ -168,6 +177,7 @@ class OrtSession:
         model: the ONNX file, or its serialised bytes.
         graph_optimization: the session's optimisation level.
         threads: intra-op threads (``None``: runtime default).
+        spin_wait: whether idle intra-op threads busy-wait (see :class:`OnnxEngineConfig`).
         providers: execution providers (``None``: :func:`select_providers`).
 
     Raises:
@@ -181,6 +191,7 @@ class OrtSession:
         *,
         graph_optimization: GraphOptimization = GraphOptimization.ALL,
         threads: int | None = None,
+        spin_wait: bool = False,
         providers: Sequence[str] | None = None,
     ) -> None:
         options = ort.SessionOptions()
@@ -188,6 +199,7 @@ class OrtSession:
         options.log_severity_level = 3  # errors only: ORT warns about unused initialisers
         if threads is not None:
             options.intra_op_num_threads = threads
+        options.add_session_config_entry(_SPIN_KEY, "1" if spin_wait else "0")
         chosen = select_providers(ort.get_available_providers(), providers)
         source = str(model) if isinstance(model, Path) else model
         try:
@@ -200,6 +212,17 @@ class OrtSession:
         self._input = self._session.get_inputs()[0].name
         self.graph_optimization = graph_optimization
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads the session was given (0: ONNX Runtime's default)."""
+        return int(self._session.get_session_options().intra_op_num_threads)
+
+    @property
+    def spin_wait(self) -> bool:
+        """Whether idle intra-op threads busy-wait."""
+        options = self._session.get_session_options()
+        return options.get_session_config_entry(_SPIN_KEY) == "1"
 
     @property
     def providers(self) -> list[str]:
@@ -238,7 +261,11 @@ def check_model_matches(info: OnnxModelInfo | None, bundle: Bundle, *, source: s
 
 def _open(model_path: Path, config: OnnxEngineConfig, level: GraphOptimization) -> OrtSession:
     return OrtSession(
-        model_path, graph_optimization=level, threads=config.threads, providers=config.providers
+        model_path,
+        graph_optimization=level,
+        threads=config.threads,
+        spin_wait=config.spin_wait,
+        providers=config.providers,
     )
 
 
@@ -247,7 +274,8 @@ class OnnxEngine:
 
     Args:
         session: the loaded model (logits out, dynamic batch, fixed ``roi_size_kji`` windows).
-        inference: window size, overlap, blending and window batch from the bundle.
+        inference: window size, overlap, blending, window batch and lung crop from the bundle.
+        preprocess: the bundle's preprocessing, to find the lungs (``None``: whole volume).
         tta_flip_axes: spatial axes to flip for test-time augmentation (see
             :class:`OnnxEngineConfig`); empty: off.
     """
@@ -257,10 +285,12 @@ class OnnxEngine:
         session: OrtSession,
         inference: InferenceConfig,
         *,
+        preprocess: PreprocessConfig | None = None,
         tta_flip_axes: Sequence[int] = (),
     ) -> None:
         self.session = session
         self.inference = inference
+        self.window = SlidingWindow(inference, preprocess)
         axes = tuple(tta_flip_axes)
         #: every subset of the flip axes, the identity first; one network pass each.
         self.flips: list[tuple[int, ...]] = [
@@ -285,39 +315,28 @@ class OnnxEngine:
         kept = info.graph_optimization if info is not None else session.graph_optimization
         if config.graph_optimization is None and kept != session.graph_optimization:
             session = _open(model_path, config, kept)  # the level the exporter measured best
-        return cls(session, bundle.inference, tta_flip_axes=config.tta_flip_axes)
+        return cls(
+            session,
+            bundle.inference,
+            preprocess=bundle.preprocess,
+            tta_flip_axes=config.tta_flip_axes,
+        )
 
-    def _logits(self, windows: torch.Tensor) -> torch.Tensor:
-        """The predictor MONAI calls: ORT logits for a ``[b, 1, k, j, i]`` window batch,
-        averaged over the TTA flips (each flipped back before averaging)."""
-        batch = windows.detach().cpu().numpy()
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        """ORT logits for a ``[b, 1, k, j, i]`` window batch, averaged over the TTA flips (each
+        flipped back before averaging)."""
+        if len(self.flips) == 1:
+            return self.session.run(batch)
         total = np.zeros(batch.shape, dtype=np.float32)
         for axes in self.flips:
             dims = tuple(a + 2 for a in axes)
             logits = self.session.run(np.flip(batch, dims) if dims else batch)
             total += np.flip(logits, dims) if dims else logits
-        return torch.from_numpy(total / len(self.flips))
+        return total / len(self.flips)
 
     def predict(self, image_kji: np.ndarray) -> np.ndarray:
         """Probability map ``[k, j, i]`` float32 for a ``[k, j, i]`` image in ``[0, 1]``."""
-        from monai.inferers import sliding_window_inference
-
-        if image_kji.ndim != 3:
-            raise ValueError(f"expected a [k, j, i] volume, got shape {image_kji.shape}")
-        inputs = torch.from_numpy(np.ascontiguousarray(image_kji, dtype=np.float32))[None, None]
-        with torch.inference_mode():
-            logits = sliding_window_inference(
-                inputs,
-                roi_size=self.inference.roi_size_kji,
-                sw_batch_size=self.inference.sw_batch_size,
-                predictor=self._logits,
-                overlap=self.inference.overlap,
-                mode=self.inference.blend.value,
-                sw_device="cpu",
-                device="cpu",
-            )
-            probs = torch.sigmoid(torch.as_tensor(logits).float())[0, 0]
-        return np.asarray(probs, dtype=np.float32)
+        return self.window.probabilities(image_kji, self._logits)
 
 
 def to_float16(model: bytes) -> bytes:

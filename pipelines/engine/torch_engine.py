@@ -1,8 +1,10 @@
-"""The torch engine: MONAI sliding-window inference over a whole preprocessed volume.
+"""The torch engine: sliding-window inference over a preprocessed volume with a torch module.
 
 Used by validation during training (the production path, on the model being trained) and by
-evaluation before export. Memory stays bounded by the window batch: the volume and the stitched
-output live on the CPU, only ``sw_batch_size`` windows at a time go to the compute device.
+evaluation before export. The windows, their blending and the lung crop are
+:class:`~pipelines.engine.sliding_window.SlidingWindow`'s, shared with the ONNX engine. Memory
+stays bounded by the window batch: the volume and the stitched output live on the CPU, only
+``sw_batch_size`` windows at a time go to the compute device.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import numpy as np
 import torch
 
 from pipelines.bundle import Bundle, InferenceConfig
+from pipelines.engine.sliding_window import SlidingWindow
 from pipelines.networks import build_network
+from pipelines.transforms import PreprocessConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,7 +45,8 @@ class TorchEngine:
 
     Args:
         network: maps ``[b, 1, k, j, i]`` to one channel of logits of the same shape.
-        inference: window size, overlap, blending and window batch from the bundle.
+        inference: window size, overlap, blending, window batch and lung crop from the bundle.
+        preprocess: the bundle's preprocessing, to find the lungs (``None``: whole volume).
         device: where windows are computed (``"cpu"``, ``"cuda"``).
         threads: intra-op CPU threads during :meth:`predict` (``None``: torch's default).
     """
@@ -51,11 +56,13 @@ class TorchEngine:
         network: nn.Module,
         inference: InferenceConfig,
         *,
+        preprocess: PreprocessConfig | None = None,
         device: str | torch.device = "cpu",
         threads: int | None = None,
     ) -> None:
         self.network = network
         self.inference = inference
+        self.window = SlidingWindow(inference, preprocess)
         self.device = torch.device(device)
         self.threads = threads
 
@@ -72,30 +79,25 @@ class TorchEngine:
         network = build_network(bundle.network.name, bundle.network.kwargs)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
-        return cls(network.to(device), bundle.inference, device=device, threads=threads)
+        return cls(
+            network.to(device),
+            bundle.inference,
+            preprocess=bundle.preprocess,
+            device=device,
+            threads=threads,
+        )
 
     def predict(self, image_kji: np.ndarray) -> np.ndarray:
         """Probability map ``[k, j, i]`` float32 for a ``[k, j, i]`` image in ``[0, 1]``."""
-        from monai.inferers import sliding_window_inference
-
-        if image_kji.ndim != 3:
-            raise ValueError(f"expected a [k, j, i] volume, got shape {image_kji.shape}")
-        inputs = torch.from_numpy(np.ascontiguousarray(image_kji, dtype=np.float32))[None, None]
         was_training = self.network.training
         self.network.eval()
         try:
             with torch_threads(self.threads), torch.inference_mode():
-                logits = sliding_window_inference(
-                    inputs,
-                    roi_size=self.inference.roi_size_kji,
-                    sw_batch_size=self.inference.sw_batch_size,
-                    predictor=self.network,
-                    overlap=self.inference.overlap,
-                    mode=self.inference.blend.value,
-                    sw_device=self.device,
-                    device="cpu",
-                )
-                probs = torch.sigmoid(cast(torch.Tensor, logits).float())[0, 0]
+                return self.window.probabilities(image_kji, self._logits)
         finally:
             self.network.train(was_training)
-        return np.asarray(probs.detach().cpu(), dtype=np.float32)
+
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        """The network's logits for a ``[b, 1, k, j, i]`` window batch, computed on ``device``."""
+        logits = self.network(torch.from_numpy(batch).to(self.device))
+        return cast(torch.Tensor, logits).float().cpu().numpy()

@@ -279,7 +279,10 @@ def _validate(run: _Run, metrics: dict[str, float]) -> bool:
     """Main process: validate, keep the best weights, decide on early stopping; broadcast."""
     stop = False
     if run.context.is_main:
-        engine = TorchEngine(run.model, run.bundle.inference, device=run.context.device)
+        bundle = run.bundle
+        engine = TorchEngine(
+            run.model, bundle.inference, preprocess=bundle.preprocess, device=run.context.device
+        )
         metrics.update(validate(engine, run.val_cases, run.bundle.findings))
         state = run.state
         if metrics["cpm"] > state.best_metric:

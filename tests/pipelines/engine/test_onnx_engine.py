@@ -120,9 +120,14 @@ def test_settings_choose_threads_and_level_else_the_exported_level(model: Path) 
     engine = load_onnx_engine(_bundle(), model, config)
     assert engine.session.graph_optimization == GraphOptimization.BASIC
     assert engine.session.providers == ["CPUExecutionProvider"]
+    assert engine.session.threads == 1 and not engine.session.spin_wait
     default = load_onnx_engine(_bundle(), model)
     info = default.session.info
     assert info is not None and default.session.graph_optimization == info.graph_optimization
+    assert default.session.threads == 0  # ONNX Runtime's default: one per core
+    spinning = load_onnx_engine(_bundle(), model, OnnxEngineConfig(threads=2, spin_wait=True))
+    assert spinning.session.threads == 2 and spinning.session.spin_wait
+    assert load_engine("onnx", _bundle(), model, threads=3).session.threads == 3  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="spatial axes"):
         OnnxEngineConfig(tta_flip_axes=(0, 3))
 
