@@ -15,13 +15,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.bundle import BUNDLE_FILE, Bundle, load_bundle, sha256_file, write_bundle
 from pipelines.errors import InputNotFoundError, ModelIntegrityError
 from pipelines.evaluation.calibrate import CALIBRATION_FILE
-from pipelines.export import ExportConfig, export_model
 from pipelines.model_card import CardInputs, render_model_card
+
+if TYPE_CHECKING:
+    # torch and onnx load with the exporter: only packaging needs them, not verify_release
+    from pipelines.export import ExportConfig
 
 WEIGHTS_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -75,7 +78,7 @@ def package_release(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        released = _fill(staging, bundle, sources, export or ExportConfig(check_volume=True))
+        released = _fill(staging, bundle, sources, export)
         card = render_model_card(_card_inputs(released, staging, limitations, trained_on))
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         _write_sums(staging)
@@ -87,13 +90,22 @@ def package_release(
     return out_dir / BUNDLE_FILE
 
 
-def _fill(folder: Path, bundle: Bundle, sources: dict[str, Path], export: ExportConfig) -> Bundle:
+def _fill(
+    folder: Path, bundle: Bundle, sources: dict[str, Path], export: ExportConfig | None
+) -> Bundle:
     """Copy the inputs, export the ONNX model with proven parity, write the checksummed bundle."""
+    from pipelines.export import ExportConfig, export_model
+
     for name, source in sources.items():
         shutil.copyfile(source, folder / name)
     released = bundle.model_copy(update={"calibration": CALIBRATION_FILE, "checksums": {}})
     write_bundle(released, folder / BUNDLE_FILE)
-    export_model(folder / BUNDLE_FILE, folder / WEIGHTS_FILE, folder / ONNX_FILE, export)
+    export_model(
+        folder / BUNDLE_FILE,
+        folder / WEIGHTS_FILE,
+        folder / ONNX_FILE,
+        export or ExportConfig(check_volume=True),
+    )
     checksums = {name: sha256_file(folder / name) for name in _ARTEFACTS}
     released = released.model_copy(update={"checksums": checksums})
     write_bundle(released, folder / BUNDLE_FILE)
