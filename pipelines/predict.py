@@ -66,10 +66,12 @@ from pipelines.volume import Volume
 
 __all__ = [
     "DEFAULT_RELEASE",
+    "MAX_KEY_IMAGES",
     "LoadedModel",
     "PredictProgress",
     "PredictSummary",
     "StudyAnalysis",
+    "key_image_ids",
     "load_model",
     "predict_inputs",
     "result_path",
@@ -79,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: The release ``basira predict`` uses when ``--model`` is not given (relative to the cwd).
 DEFAULT_RELEASE = Path("models/lung-nodule-unet/release")
+#: At most this many key images per study; the JSON, SEG, SR and FHIR carry every finding.
+MAX_KEY_IMAGES = 5
 _SAFE_UID = re.compile(r"^[0-9A-Za-z.\-]{1,64}$")
 _CONCLUSION_TEXT = {
     DiagnosisLabel.TUMOUR_SUSPECTED: "tumour suspected",
@@ -364,6 +368,7 @@ class StudyAnalysis:
                 probability=diagnosis.probability,
                 operating_point=diagnosis.operating_point,
             ),
+            key_image_ids=key_image_ids(found, self.model.calibration),
         )
         write_outputs(study, self.out_dir, self.formats)
 
@@ -383,6 +388,27 @@ class StudyAnalysis:
                 "timings_ms": timings,
             }
         )
+
+
+def key_image_ids(found: Sequence[Finding], calibration: BundleCalibration) -> frozenset[int]:
+    """The findings that get a key image: those that on their own reach the operating point,
+    the best :data:`MAX_KEY_IMAGES` of them.
+
+    The study probability is the study calibrator applied to the best finding's score, so a
+    finding reaches the operating point when its own score, through that calibrator, does. A
+    study labelled tumour suspected thus always shows its best finding, and one labelled
+    otherwise gets no key image: weak findings stay in the SEG, SR, FHIR and JSON, where a
+    reader can look for them, instead of filling the PACS with pictures.
+    """
+    if not found:
+        return frozenset()
+    scores = np.array([finding.score for finding in found], dtype=np.float64)
+    reach = calibration.study.apply(scores) >= calibration.operating_point.threshold
+    ranked = sorted(
+        (finding for finding, ok in zip(found, reach, strict=True) if ok),
+        key=lambda finding: -finding.score,
+    )
+    return frozenset(finding.id for finding in ranked[:MAX_KEY_IMAGES])
 
 
 def _to_source(finding: Finding, pre: PreprocessedVolume) -> Finding:

@@ -1,4 +1,7 @@
-"""Key images: one RGB Secondary Capture per finding, for PACS that cannot display a SEG.
+"""Key images: one RGB Secondary Capture per key finding, for PACS that cannot display a SEG.
+
+Which findings get one is the study's choice (:meth:`AnalysedStudy.key_image_findings`: every
+finding by default; ``basira predict`` picks those behind a "tumour suspected" label).
 
 Each image is the source slice nearest the finding centre, in a lung window, enlarged to at
 least :data:`MIN_WIDTH_PX` columns (whole-pixel factor, nearest neighbour, so the outline stays
@@ -52,11 +55,11 @@ def caption(study: AnalysedStudy, finding: Finding) -> str:
 
 
 def build_key_images(study: AnalysedStudy) -> list[hd.sc.SCImage]:
-    """One Secondary Capture per finding (ascending id), all in one new series."""
+    """One Secondary Capture per key finding (ascending id), all in one new series."""
     series_uid = generate_uid()
     return [
         _key_image(study, finding, series_uid, number)
-        for number, finding in enumerate(study.ordered_findings(), start=1)
+        for number, finding in enumerate(study.key_image_findings(), start=1)
     ]
 
 

@@ -47,7 +47,13 @@ def segment_label_mask(study: AnalysedStudy) -> np.ndarray:
     lookup = np.zeros(256, dtype=np.uint8)
     for finding in study.findings:
         lookup[finding.id] = study.segment_number(finding)
-    return lookup[study.findings_mask.astype(np.uint8)]
+    mask = study.findings_mask.astype(np.uint8, copy=False)
+    if all(lookup[finding.id] == finding.id for finding in study.findings):
+        return mask  # ids 1..n already are the segment numbers (as basira predict numbers them)
+    labels = np.zeros_like(mask)
+    inside = mask != 0
+    labels[inside] = lookup[mask[inside]]
+    return labels
 
 
 def build_seg(study: AnalysedStudy) -> hd.seg.Segmentation:

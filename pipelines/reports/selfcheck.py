@@ -193,9 +193,9 @@ def check_key_images(images: Sequence[Dataset], study: AnalysedStudy) -> None:
         OutputGeometryError: an image is missing, references another slice than the one
             nearest its finding's centre, or belongs to another patient or study.
     """
-    findings = study.ordered_findings()
+    findings = study.key_image_findings()
     if len(images) != len(findings):
-        raise _fail("one key image per finding expected", "key image", found=len(images))
+        raise _fail("one key image per key finding expected", "key image", found=len(images))
     source = study.reference_header
     uids = study.volume.provenance.sop_instance_uids
     for image, finding in zip(images, findings, strict=True):

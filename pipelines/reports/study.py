@@ -63,7 +63,9 @@ class AnalysedStudy:
     ``findings_mask`` has the source volume's shape ``[k, j, i]`` (uint8); voxel value ``n > 0``
     belongs to the finding whose ``id`` is ``n``. ``source_headers`` are the datasets of the
     source instances (pixels not needed) in any order; single-frame instances only, one per
-    slice, as :attr:`Volume.provenance` lists them. ``created`` stamps every written object.
+    slice, as :attr:`Volume.provenance` lists them. ``key_image_ids`` are the findings that get
+    a key image (``None``: every finding; ``basira predict`` picks those behind a positive
+    label). ``created`` stamps every written object.
 
     Raises:
         ValueError: the parts do not describe the same study (see :meth:`__post_init__`).
@@ -75,6 +77,7 @@ class AnalysedStudy:
     findings: Sequence[Finding]
     algorithm: AlgorithmInfo
     conclusion: StudyConclusion | None = None
+    key_image_ids: frozenset[int] | None = None
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def __post_init__(self) -> None:
@@ -89,7 +92,10 @@ class AnalysedStudy:
             raise ValueError(f"finding ids must be unique and in 1..255, got {ids}")
         for finding in self.findings:
             confidence_of(finding)
-        stray = set(np.unique(self.findings_mask).tolist()) - {0, *ids}
+        if self.key_image_ids is not None and not self.key_image_ids <= set(ids):
+            raise ValueError(f"key_image_ids {sorted(self.key_image_ids)} are not all findings")
+        mask = self.findings_mask
+        stray = set(np.unique(mask[mask != 0]).tolist()) - set(ids)  # few voxels: no full sort
         if stray:
             raise ValueError(f"findings_mask holds labels without a finding: {sorted(stray)}")
         self.headers_in_volume_order  # noqa: B018 - validates the headers now, not at first use
@@ -122,6 +128,11 @@ class AnalysedStudy:
     def ordered_findings(self) -> list[Finding]:
         """The findings in segment-number order."""
         return sorted(self.findings, key=lambda f: f.id)
+
+    def key_image_findings(self) -> list[Finding]:
+        """The findings that get a key image, in ascending id."""
+        wanted = self.key_image_ids
+        return [f for f in self.ordered_findings() if wanted is None or f.id in wanted]
 
     def tracking_uid(self, finding: Finding) -> str:
         """The Tracking UID shared by the finding's SEG segment and SR measurement group.

@@ -6,9 +6,10 @@ the result JSON. On any failure the staging folder is removed, so a half-checked
 reaches a hospital (fail closed).
 
 Files, named by StudyInstanceUID: ``<uid>.seg.dcm``, ``<uid>.sr.dcm``, ``<uid>.fhir.json``,
-``<uid>.key-<finding id>.dcm``. The SR references the SEG, so asking for ``sr`` writes the SEG
-too. A study without findings gets only the FHIR bundle (and the result JSON), which say so: a
-SEG needs a segment and highdicom's TID 1500 a measurement group.
+``<uid>.key-<finding id>.dcm`` (for the study's key findings only). The SR references the SEG,
+so asking for ``sr`` writes the SEG too. A study without findings gets only the FHIR bundle
+(and the result JSON), which say so: a SEG needs a segment and highdicom's TID 1500 a
+measurement group.
 """
 
 from __future__ import annotations
@@ -71,11 +72,11 @@ def _write_checked(
         if OutputFormat.SR in wanted:
             sr = _save(build_sr(study, seg), staging / f"{name}.sr.dcm", staged)
             check_sr(sr, study, seg)
-    if study.findings and OutputFormat.KEY_IMAGES in wanted:
+    if study.key_image_findings() and OutputFormat.KEY_IMAGES in wanted:
         images = [
             _save(image, staging / f"{name}.key-{finding.id}.dcm", staged)
             for image, finding in zip(
-                build_key_images(study), study.ordered_findings(), strict=True
+                build_key_images(study), study.key_image_findings(), strict=True
             )
         ]
         check_key_images(images, study)

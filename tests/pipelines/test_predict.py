@@ -21,7 +21,17 @@ from pipelines.dicom.index import index_inputs
 from pipelines.dicom.volume import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
 from pipelines.errors import ModelNotFoundError
-from pipelines.predict import LoadedModel, StudyAnalysis, load_model, predict_inputs
+from pipelines.evaluation.calibrate import load_calibration
+from pipelines.evaluation.inference import apply_calibration
+from pipelines.findings import Finding
+from pipelines.predict import (
+    MAX_KEY_IMAGES,
+    LoadedModel,
+    StudyAnalysis,
+    key_image_ids,
+    load_model,
+    predict_inputs,
+)
 from pipelines.result import StudyResult, StudyStatus
 from pipelines.transforms import PreprocessConfig
 from tests.pipelines.releases import make_release, small_bundle
@@ -248,3 +258,26 @@ def test_an_unexpected_error_fails_that_study_with_predict_failed(release, tmp_p
     assert all(r.reasons[0].code == "predict.failed" for r in results)
     assert "simulated engine crash" in results[0].reasons[0].message
     assert len(list((tmp_path / "out").glob("*.json"))) == 2
+
+
+def _scored(*scores: float) -> list[Finding]:
+    return [
+        Finding(n, (0.0, 0.0, 0.0), (0.0, 0.0, float(n)), 5.0, 0.1, score)
+        for n, score in enumerate(scores, start=1)
+    ]
+
+
+def test_key_images_go_to_the_findings_that_alone_reach_the_operating_point(release):
+    shipped = load_calibration(release, load_bundle(release / "bundle.yaml"))
+    assert shipped is not None
+    point = shipped.operating_point.model_copy(update={"threshold": 0.7})
+    calibration = shipped.model_copy(update={"operating_point": point})
+    found = _scored(0.95, 0.9, 0.6, 0.55)
+    assert key_image_ids(found, calibration) == {1, 2}
+    assert key_image_ids(_scored(0.6, 0.55), calibration) == frozenset()
+    many = _scored(*(0.9 + 0.01 * n for n in range(MAX_KEY_IMAGES + 2)))
+    assert key_image_ids(many, calibration) == {3, 4, 5, 6, 7}  # the best five
+    # the study label and the key images agree: positive exactly when some finding reaches it
+    for findings in (found, _scored(0.6, 0.55)):
+        _, probability = apply_calibration(findings, calibration)
+        assert (probability >= 0.7) == bool(key_image_ids(findings, calibration))

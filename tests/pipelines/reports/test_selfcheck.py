@@ -56,6 +56,17 @@ def test_write_outputs_releases_every_object_after_the_checks_pass(make_study, t
     assert json.loads((out / f"{uid}.fhir.json").read_text())["resourceType"] == "Bundle"
 
 
+def test_only_the_key_findings_get_key_images(make_study, tmp_path):
+    study = replace(make_study(), key_image_ids=frozenset({2}))
+    uid = study.volume.provenance.study_instance_uid
+    paths = write_outputs(study, tmp_path, [OutputFormat.KEY_IMAGES, OutputFormat.SEG])
+    assert sorted(p.name for p in paths) == [f"{uid}.key-2.dcm", f"{uid}.seg.dcm"]
+    none = replace(study, key_image_ids=frozenset())
+    assert write_outputs(none, tmp_path / "none", [OutputFormat.KEY_IMAGES]) == []
+    with pytest.raises(ValueError, match="key_image_ids"):
+        replace(study, key_image_ids=frozenset({3}))
+
+
 def test_seg_frame_shifted_by_one_slice_fails_the_check(make_study, tmp_path):
     study = make_study(step_mm=1.25, patient_position="FFS", shuffle=True)
     seg = _read_back(build_seg(study), tmp_path / "seg.dcm")
