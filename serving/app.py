@@ -28,7 +28,11 @@ from pipelines.errors import (
     ServiceRequestError,
 )
 from serving.metrics import MetricsMiddleware
-from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from serving.middleware import (
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    security_headers,
+)
 from serving.routes import audit, dicomweb, health, jobs, metrics, studies
 from serving.services import Services
 from serving.settings import Settings
@@ -105,10 +109,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:12]
         log.error("unexpected error %s", error_id, exc_info=exc)
         error = InternalServiceError(
             f"An unexpected error occurred; it was logged as {error_id}.", error_id=error_id
         )
-        return JSONResponse(error.to_dict(), status_code=500)
+        headers = {k.decode(): v.decode() for k, v in security_headers(request.url.path)}
+        return JSONResponse(error.to_dict(), status_code=500, headers=headers)

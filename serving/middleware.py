@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipelines.errors import RequestTooLargeError
 
-__all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware"]
+__all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware", "security_headers"]
 
 #: Headers on every response. Patient data must not be cached by browsers or proxies.
 SECURITY_HEADERS = [
@@ -75,9 +75,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = list(SECURITY_HEADERS)
-        if not scope["path"].startswith(self.ui_prefix):
-            extra.append(_API_CSP)
+        extra = security_headers(scope["path"], ui_prefix=self.ui_prefix)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -88,6 +86,15 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def security_headers(path: str, *, ui_prefix: str = "/ui") -> list[tuple[bytes, bytes]]:
+    """The security headers of a response to ``path``; also used by the 500 handler, whose
+    answer Starlette sends from outside every middleware."""
+    extra = list(SECURITY_HEADERS)
+    if not path.startswith(ui_prefix):
+        extra.append(_API_CSP)
+    return extra
 
 
 def _content_length(scope: Scope) -> int | None:

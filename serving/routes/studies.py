@@ -148,7 +148,9 @@ def analyze_study(
     with services.auditor.audited(audit_entry(principal, request, "study.analyze", study_uid)):
         study = tenant_study(session, principal.tenant_id, study_uid)
         job = enqueue_study(session, study)
-        session.flush()
+        # Committed before the audit record: on SQLite an open write here would hold the
+        # database lock the auditor's own transaction waits for. And a 202 means queued.
+        session.commit()
         return job_public(job, study_uid)
 
 
