@@ -14,11 +14,12 @@ they both accept.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 
@@ -30,6 +31,14 @@ _FUNCTIONAL_GROUPS = frozenset({0x52009229, 0x52009230})
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+#: The standard's VRs with a 2-byte length (any other upper-case pair is read as one too).
+_SHORT_VRS = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN"}
+    | {b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+)
+#: group, element, VR, 2-byte length: the head of an explicit VR element with a short VR.
+_HEAD = struct.Struct("<HH2sH")
+_U32 = struct.Struct("<I")
 #: Big endian and deflated data sets are left to pydicom. Every other transfer syntax encodes the
 #: data set as explicit VR little endian (compression changes only the pixel data) or implicit.
 _LEFT_TO_PYDICOM = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
@@ -104,19 +113,27 @@ class _Unsure(Exception):
 
 
 class _Buffer:
-    """The start of a file, read further on demand (headers are a few KB; pixels never read)."""
+    """The start of an open file, read further on demand (headers are a few KB; pixels never).
 
-    def __init__(self, fh: BinaryIO, size: int) -> None:
+    ``base`` is the file offset of ``data[0]``: a buffer over the elements after Pixel Data
+    starts there.
+    """
+
+    def __init__(self, fh: io.RawIOBase, size: int, base: int = 0) -> None:
         self._fh = fh
+        self._base = base
         self.size = size
-        self.data = fh.read(min(size, _FIRST_READ))
+        self.data = self._read(base, min(size, _FIRST_READ))
+
+    def _read(self, offset: int, n: int) -> bytes:
+        self._fh.seek(offset)
+        return self._fh.read(n) or b""
 
     def tail(self, start: int) -> _Buffer:
         """The bytes from ``start`` to the end of the file (elements after Pixel Data)."""
         if self.size - start > _MAX_TAIL:
             raise _Unsure
-        self._fh.seek(start)
-        rest = _Buffer(self._fh, self.size - start)
+        rest = _Buffer(self._fh, self.size - start, self._base + start)
         if len(rest.data) != rest.size:
             raise _Unsure
         return rest
@@ -125,7 +142,8 @@ class _Buffer:
         if end > self.size or end > _MAX_HEADER:
             raise _Unsure
         if end > len(self.data):
-            self.data += self._fh.read(max(end - len(self.data), _FIRST_READ))
+            more = max(end - len(self.data), _FIRST_READ)
+            self.data += self._read(self._base + len(self.data), more)
             if end > len(self.data):
                 raise _Unsure
 
@@ -138,20 +156,34 @@ class _Scan:
         self.explicit = True
 
     def element(self, pos: int) -> tuple[int, bytes, int, int]:
-        """(tag, VR or b"", value length, value offset) of the element at ``pos``."""
-        self.buf.need(pos + 8)
+        """(tag, VR or b"", value length, value offset) of the element at ``pos``, any form.
+
+        The buffer is asked to grow only when the element's head is not yet read.
+        """
         data = self.buf.data
-        group, elem = struct.unpack_from("<HH", data, pos)
+        if pos + 12 > len(data):
+            self.buf.need(pos + 8)
+            data = self.buf.data
+        group, elem, vr, short_length = _HEAD.unpack_from(data, pos)
         tag = group << 16 | elem
         if group == 0xFFFE or not self.explicit:
-            return tag, b"", struct.unpack_from("<I", data, pos + 4)[0], pos + 8
-        vr = data[pos + 4 : pos + 6]
+            return tag, b"", _U32.unpack_from(data, pos + 4)[0], pos + 8
+        if vr in _SHORT_VRS:
+            return tag, vr, short_length, pos + 8
+        if vr in _LONG_VRS:
+            if pos + 12 > len(data):
+                self.buf.need(pos + 12)
+                data = self.buf.data
+            return tag, vr, _U32.unpack_from(data, pos + 8)[0], pos + 12
         if not vr.isalpha() or not vr.isupper():
             raise _Unsure
-        if vr in _LONG_VRS:
-            self.buf.need(pos + 12)
-            return tag, vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
-        return tag, vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        return tag, vr, short_length, pos + 8
+
+    def value(self, start: int, end: int) -> bytes:
+        """The bytes of a value (read further first when the buffer stops short of ``end``)."""
+        if end > len(self.buf.data):
+            self.buf.need(end)
+        return self.buf.data[start:end]
 
     def skip_sequence(self, pos: int) -> int:
         """Offset after an undefined-length sequence whose items start at ``pos``."""
@@ -185,20 +217,27 @@ def scan_header(path: Path) -> dict[str, Any] | None:
     encapsulated pixel data. Values are shaped as pydicom gives them (str or list of str, float
     or list of float, int; None for an empty number).
     """
-    size = os.path.getsize(path)
+    with open(path, "rb", buffering=0) as fh:
+        return scan_open_file(fh, os.fstat(fh.fileno()).st_size)
+
+
+def scan_open_file(fh: io.RawIOBase, size: int) -> dict[str, Any] | None:
+    """:func:`scan_header` of a file already open unbuffered as ``fh`` (``size`` bytes).
+
+    Reads by explicit offsets, so the caller may go on to read the pixels from ``fh``.
+    """
     try:
-        with open(path, "rb") as fh:
-            buf = _Buffer(fh, size)
-            if buf.data[128:132] != b"DICM":
-                return None
-            scan = _Scan(buf)
-            values, pos = _file_meta(scan)
-            syntax = values.get("TransferSyntaxUID", "")
-            if not syntax or syntax in _LEFT_TO_PYDICOM:
-                return None
-            scan.explicit = syntax != IMPLICIT_VR_LITTLE_ENDIAN
-            values.update(_data_set(scan, pos))
-            return values
+        buf = _Buffer(fh, size)
+        if buf.data[128:132] != b"DICM":
+            return None
+        scan = _Scan(buf)
+        values, pos = _file_meta(scan)
+        syntax = values.get("TransferSyntaxUID", "")
+        if not syntax or syntax in _LEFT_TO_PYDICOM:
+            return None
+        scan.explicit = syntax != IMPLICIT_VR_LITTLE_ENDIAN
+        values.update(_data_set(scan, pos))
+        return values
     except (_Unsure, struct.error, UnicodeDecodeError, ValueError, OverflowError):
         return None
 
@@ -221,11 +260,22 @@ def _file_meta(scan: _Scan) -> tuple[dict[str, Any], int]:
 
 
 def _data_set(scan: _Scan, pos: int) -> dict[str, Any]:
+    """The wanted values of the data set starting at ``pos``, and where its pixels are.
+
+    The common element (explicit VR, 2-byte length, head already read) is decoded inline: this
+    loop runs about 50 times a file and a call per element was a fifth of its cost.
+    """
     values: dict[str, Any] = {"_pixel": (False, -1, 0)}
     encoding = "latin-1"
     previous = 0
-    while pos < scan.buf.size:
-        tag, vr, length, value = scan.element(pos)
+    size, wanted, unpack = scan.buf.size, _WANTED, _HEAD.unpack_from
+    while pos < size:
+        data = scan.buf.data
+        group, elem, vr, length = unpack(data, pos) if pos + 12 <= len(data) else (0, 0, b"", 0)
+        if scan.explicit and vr in _SHORT_VRS and group != 0xFFFE:
+            tag, value = group << 16 | elem, pos + 8
+        else:
+            tag, vr, length, value = scan.element(pos)
         if tag <= previous or tag >> 16 == 0x0002 or tag in _FUNCTIONAL_GROUPS:
             raise _Unsure
         previous = tag
@@ -236,21 +286,19 @@ def _data_set(scan: _Scan, pos: int) -> dict[str, Any]:
                 raise _Unsure
             pos = scan.skip_sequence(value)
             continue
-        if value + length > scan.buf.size:
+        pos = value + length
+        if pos > size:
             raise _Unsure
-        if tag == _CHARSET_TAG:
-            scan.buf.need(value + length)
-            charset = _text(scan.buf.data[value : value + length], "ascii")
+        if tag in wanted:
+            keyword, vrs, parse = wanted[tag]
+            if vr and vr not in vrs:
+                raise _Unsure
+            values[keyword] = parse(scan.value(value, pos), encoding)
+        elif tag == _CHARSET_TAG:
+            charset = _text(scan.value(value, pos), "ascii")
             if not isinstance(charset, str) or charset not in _CHARSETS:
                 raise _Unsure
             encoding = _CHARSETS[charset]
-        elif tag in _WANTED:
-            keyword, vrs, parse = _WANTED[tag]
-            if vr and vr not in vrs:
-                raise _Unsure
-            scan.buf.need(value + length)
-            values[keyword] = parse(scan.buf.data[value : value + length], encoding)
-        pos = value + length
     return values
 
 

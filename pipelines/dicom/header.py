@@ -18,7 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from pipelines.dicom.fastheader import scan_header
+from pipelines.dicom.fastheader import scan_header, scan_open_file
 from pipelines.dicom.geometry import SlicePlacement
 from pipelines.errors import (
     AbsurdLengthError,
@@ -207,17 +207,21 @@ def _expected_pixel_bytes(ds: Dataset) -> int:
     )
 
 
-def read_header(path: Path, display_name: str | None = None) -> InstanceHeader:
+def read_header(
+    path: Path, display_name: str | None = None, fh: io.RawIOBase | None = None
+) -> InstanceHeader:
     """What Basira needs from ``path``'s header, read the fastest safe way.
 
     The tag-targeted scanner (:mod:`pipelines.dicom.fastheader`) answers for ordinary files;
     anything it is unsure of goes through :func:`parse_header`, which raises the precise error.
+    ``fh``, when given, is ``path`` already open unbuffered: the scanner reads it instead of
+    opening the file again.
 
     Raises:
         The errors of :func:`parse_header`.
     """
     name = display_name or str(path)
-    values = scan_header(path)
+    values = scan_header(path) if fh is None else scan_open_file(fh, os.fstat(fh.fileno()).st_size)
     if values is not None:
         sop_class = values.get("SOPClassUID") or values.get("MediaStorageSOPClassUID", "")
         try:
