@@ -258,3 +258,11 @@ def test_upload_on_postgresql_is_stored_queued_analysed_and_idempotent(
     with pg.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 1
     pg.dispose()
+
+
+def test_a_plain_postgresql_url_uses_the_psycopg_driver_basira_ships() -> None:
+    """Operators paste ``postgresql://…`` URLs; SQLAlchemy would look for psycopg2 by default."""
+    for url in ("postgresql://basira@db.internal/basira", "postgres://basira@db.internal/basira"):
+        db = Database(url)  # no connection is made until the first query
+        assert (db.engine.dialect.name, db.engine.dialect.driver) == ("postgresql", "psycopg")
+        db.dispose()
