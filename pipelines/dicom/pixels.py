@@ -30,18 +30,19 @@ def decoder_available(transfer_syntax_uid: str) -> bool:
         return False
 
 
-def read_stored_frames(inst: InstanceHeader, scratch: np.ndarray | None = None) -> np.ndarray:
+def read_stored_frames(inst: InstanceHeader) -> np.ndarray:
     """The stored values of every frame, shape ``(frames, rows, columns)``, before rescale.
 
-    Native pixels are read into ``scratch`` (a flat 16-bit array at least that large) when one
-    is given, so a reader of many files allocates, and page-faults, once instead of per file.
+    Native pixels are read straight from the file (series of native files alone are read in
+    chunks by :mod:`pipelines.dicom.native` instead; this serves files mixed with compressed
+    ones).
 
     Raises:
         UnsupportedTransferSyntaxError: no decoder for the file's transfer syntax.
         UndecodablePixelDataError: the decoder rejected the stream.
     """
     if is_fast_native(inst):
-        return _read_native(inst, scratch)
+        return _read_native(inst)
     if not decoder_available(inst.transfer_syntax_uid):
         raise UnsupportedTransferSyntaxError(
             f"{inst.display_name}: no installed decoder reads transfer syntax "
@@ -70,12 +71,10 @@ def is_fast_native(inst: InstanceHeader) -> bool:
     )
 
 
-def _read_native(inst: InstanceHeader, scratch: np.ndarray | None) -> np.ndarray:
+def _read_native(inst: InstanceHeader) -> np.ndarray:
     dtype = np.dtype("<i2") if inst.pixel_representation else np.dtype("<u2")
     count = inst.n_frames * inst.rows * inst.columns
-    if scratch is None or scratch.size < count:
-        scratch = np.empty(count, dtype)
-    raw = scratch[:count].view(dtype)
+    raw = np.empty(count, dtype)
     with open(inst.path, "rb") as fh:
         fh.seek(inst.pixel_data_offset)
         got = fh.readinto(raw.data.cast("B"))
@@ -83,12 +82,21 @@ def _read_native(inst: InstanceHeader, scratch: np.ndarray | None) -> np.ndarray
         raise UndecodablePixelDataError(
             f"{inst.display_name}: the file changed while it was read.", path=inst.display_name
         )
-    raw = raw.reshape(inst.n_frames, inst.rows, inst.columns)
+    frames = raw.reshape(inst.n_frames, inst.rows, inst.columns)
+    mask_unused_bits(frames, inst)
+    return frames
+
+
+def mask_unused_bits(stored: np.ndarray, inst: InstanceHeader) -> None:
+    """Clear (unsigned) or sign-extend (signed) the bits above BitsStored of native values.
+
+    Those bits may hold overlays or garbage; pydicom's decoding drops them the same way.
+    """
     unused_bits = 16 - inst.bits_stored
-    if 0 < unused_bits < 16:
-        # bits above BitsStored may hold overlays or garbage: mask (unsigned) or sign-extend
-        if inst.pixel_representation:
-            raw = (raw << unused_bits) >> unused_bits
-        else:
-            raw &= np.uint16((1 << inst.bits_stored) - 1)
-    return raw
+    if not 0 < unused_bits < 16:
+        return
+    if inst.pixel_representation:
+        np.left_shift(stored, unused_bits, out=stored)
+        np.right_shift(stored, unused_bits, out=stored)
+    else:
+        np.bitwise_and(stored, np.uint16((1 << inst.bits_stored) - 1), out=stored)

@@ -20,7 +20,9 @@ import numpy as np
 
 from pipelines.dicom.geometry import GeometryTolerances, stack_slices
 from pipelines.dicom.header import InstanceHeader
+from pipelines.dicom.hu import to_hu
 from pipelines.dicom.index import SeriesEntry, index_inputs
+from pipelines.dicom.native import fill_native, new_scratch
 from pipelines.dicom.parallel import (
     MIN_FRAMES_FOR_PROCESSES,
     Placed,
@@ -130,10 +132,10 @@ def _fill(
 ) -> tuple[np.ndarray, list[str]]:
     """The float32 HU volume from every instance (in slice order), and the defaults applied.
 
-    Native pixels: threads, each filling one contiguous run of slices from a reused scratch
-    buffer (reads and the HU conversion release the GIL; threads writing neighbouring slices
-    contended for the same fresh pages and were no faster than one). Compressed pixels: worker
-    processes (:mod:`pipelines.dicom.parallel`), since the decoders hold the GIL.
+    Native pixels: threads, each filling one contiguous run of slices frame by frame
+    (:mod:`.native`; reads and the HU conversion release the GIL; threads writing neighbouring
+    slices contended for the same fresh pages and were no faster than one). Compressed pixels:
+    worker processes (:mod:`pipelines.dicom.parallel`), since the decoders hold the GIL.
     """
     workers = max(1, min(policy.workers or os.cpu_count() or 1, len(placed)))
     native = all(is_fast_native(inst) for inst, _ in placed)
@@ -149,14 +151,13 @@ def _fill(
     volume = np.empty(shape, dtype=np.float32)
     if not native:
         return volume, [n for inst, ks in placed for n in _fill_one(inst, [volume[k] for k in ks])]
-    rows, columns = shape[1], shape[2]
 
     def fill_run(run: Sequence[Placed]) -> list[str]:
-        scratch = np.empty(rows * columns * max(inst.n_frames for inst, _ in run), np.int16)
+        scratch = new_scratch()
         notes: list[str] = []
         for inst, slices in run:
-            stored = read_stored_frames(inst, scratch)
-            notes += _to_hu(stored, inst, [volume[k] for k in slices])
+            with open(inst.path, "rb", buffering=0) as fh:
+                notes += fill_native(fh, inst, [volume[k] for k in slices], scratch)
         return notes
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -167,24 +168,7 @@ def _fill(
 
 def _fill_one(inst: InstanceHeader, targets: list[np.ndarray]) -> list[str]:
     """Decode one instance into its slices (module level: worker processes run it)."""
-    return _to_hu(read_stored_frames(inst), inst, targets)
-
-
-def _to_hu(stored: np.ndarray, inst: InstanceHeader, out: Sequence[np.ndarray]) -> list[str]:
-    """Write each stored frame's HU values into its slice of the volume; return defaults used."""
-    defaults = []
-    for f, target in enumerate(out):
-        slope, intercept = inst.rescale[min(f, len(inst.rescale) - 1)]
-        if math.isnan(slope) or math.isnan(intercept):
-            defaults.append(f"{inst.sop_instance_uid}: RescaleSlope/Intercept absent, 1/0 used")
-            slope = 1.0 if math.isnan(slope) else slope
-            intercept = 0.0 if math.isnan(intercept) else intercept
-        if slope == 1.0:
-            np.add(stored[f], np.float32(intercept), out=target, dtype=np.float32)
-        else:
-            np.multiply(stored[f], np.float32(slope), out=target, dtype=np.float32)
-            target += np.float32(intercept)
-    return defaults
+    return to_hu(read_stored_frames(inst), inst, targets)
 
 
 def _provenance(
