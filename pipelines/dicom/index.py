@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.dicom.archive import ArchiveLimits, extract_zip, is_zip
+from pipelines.dicom.geometry import GeometryTolerances, StackedGeometry, stack_slices
 from pipelines.dicom.header import MEDIA_STORAGE_DIRECTORY, InstanceHeader, read_header
-from pipelines.dicom.selection import Reason, SelectionRules, judge_series
+from pipelines.dicom.selection import Reason, SelectionRules, assess_series, series_placements
 from pipelines.errors import BasiraError, InputNotFoundError, NotAnImageError
 
 
@@ -36,6 +37,10 @@ class SeriesEntry:
     instances: list[InstanceHeader]
     reasons: list[Reason] = field(default_factory=list)
     selected: bool = False
+    #: (tolerances, the instances stacked, the stack) from indexing; see stacked_geometry
+    _stacked: tuple[GeometryTolerances, tuple[InstanceHeader, ...], StackedGeometry] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def analysable(self) -> bool:
@@ -52,6 +57,28 @@ class SeriesEntry:
     @property
     def transfer_syntaxes(self) -> list[str]:
         return sorted({inst.transfer_syntax_uid for inst in self.instances})
+
+    def stacked_geometry(self, tolerances: GeometryTolerances) -> StackedGeometry:
+        """The series' frames ordered and checked under ``tolerances`` (see ``stack_slices``).
+
+        Indexing already stacked the series to judge it; that stack is reused when it was
+        checked under equal tolerances and ``instances`` still holds the same headers, and is
+        computed (and kept) here otherwise.
+
+        Raises:
+            The errors of :func:`~pipelines.dicom.geometry.stack_slices`.
+        """
+        kept = self._stacked
+        if (
+            kept is not None
+            and kept[0] == tolerances
+            and len(kept[1]) == len(self.instances)
+            and all(a is b for a, b in zip(kept[1], self.instances, strict=True))
+        ):
+            return kept[2]
+        stacked = stack_slices(series_placements(self.instances), tolerances)
+        self._stacked = (tolerances, tuple(self.instances), stacked)
+        return stacked
 
 
 @dataclass
@@ -142,7 +169,10 @@ def _group(headers: list[InstanceHeader], rules: SelectionRules) -> list[StudyEn
     by_study: dict[str, list[SeriesEntry]] = defaultdict(list)
     for (study_uid, series_uid), instances in sorted(by_series.items()):
         entry = SeriesEntry(study_uid, series_uid, instances)
-        entry.reasons = judge_series(instances, rules)
+        assessment = assess_series(instances, rules)
+        entry.reasons = assessment.reasons
+        if assessment.geometry is not None:
+            entry._stacked = (rules.geometry, tuple(instances), assessment.geometry)
         by_study[study_uid].append(entry)
     studies = [StudyEntry(uid, series) for uid, series in sorted(by_study.items())]
     for study in studies:

@@ -11,7 +11,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipelines.dicom.geometry import GeometryTolerances, SlicePlacement, slice_normal, stack_slices
+from pipelines.dicom.geometry import (
+    GeometryTolerances,
+    SlicePlacement,
+    StackedGeometry,
+    slice_normal,
+    stack_slices,
+)
 from pipelines.dicom.header import InstanceHeader
 from pipelines.dicom.pixels import decoder_available
 from pipelines.errors import (
@@ -92,19 +98,39 @@ def series_placements(instances: Sequence[InstanceHeader]) -> list[SlicePlacemen
     return [placement for inst in instances for placement in inst.placements]
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """A series' verdict, and the checked slice stack when the checks got as far as stacking."""
+
+    reasons: list[Reason]
+    #: ordered and checked under ``SelectionRules.geometry``; kept so the reader need not redo it
+    geometry: StackedGeometry | None = None
+
+
 def judge_series(instances: Sequence[InstanceHeader], rules: SelectionRules) -> list[Reason]:
     """All reasons ``instances`` (one series) cannot be analysed; empty means analysable."""
+    return assess_series(instances, rules).reasons
+
+
+def assess_series(instances: Sequence[InstanceHeader], rules: SelectionRules) -> Assessment:
+    """:func:`judge_series`, keeping the stacked geometry it computed along the way."""
     try:
         check_content(instances[0])
     except BasiraError as exc:
-        return [Reason.from_error(exc)]
+        return Assessment([Reason.from_error(exc)])
     reasons: list[Reason] = []
-    for check in (_check_image_type, _check_transfer_syntaxes, _check_slices):
+    for check in (_check_image_type, _check_transfer_syntaxes):
         try:
             check(instances, rules)
         except BasiraError as exc:
             reasons.append(Reason.from_error(exc))
-    return reasons
+    stacked = None
+    try:
+        stacked = _stack(instances, rules)
+        _check_thickness(instances[0], stacked, rules)
+    except BasiraError as exc:
+        reasons.append(Reason.from_error(exc))
+    return Assessment(reasons, stacked)
 
 
 def check_content(inst: InstanceHeader) -> None:
@@ -164,7 +190,7 @@ def _check_transfer_syntaxes(instances: Sequence[InstanceHeader], rules: Selecti
             )
 
 
-def _check_slices(instances: Sequence[InstanceHeader], rules: SelectionRules) -> None:
+def _stack(instances: Sequence[InstanceHeader], rules: SelectionRules) -> StackedGeometry:
     uids = [inst.sop_instance_uid for inst in instances]
     if len(set(uids)) != len(uids):
         raise DuplicateSlicesError(
@@ -185,8 +211,13 @@ def _check_slices(instances: Sequence[InstanceHeader], rules: SelectionRules) ->
             minimum=rules.min_slices,
         )
     _check_axial_within(placements[0], rules.max_obliquity_deg)
-    stacked = stack_slices(placements, rules.geometry)
-    thickness = instances[0].slice_thickness_mm or stacked.slice_step_mm
+    return stack_slices(placements, rules.geometry)
+
+
+def _check_thickness(
+    first: InstanceHeader, stacked: StackedGeometry, rules: SelectionRules
+) -> None:
+    thickness = first.slice_thickness_mm or stacked.slice_step_mm
     if not rules.min_slice_thickness_mm <= thickness <= rules.max_slice_thickness_mm:
         raise SliceThicknessError(
             f"Slice thickness {thickness:.3g} mm is outside {rules.min_slice_thickness_mm}–"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.dicom.geometry import GeometryTolerances, stack_slices
+from pipelines.dicom.geometry import GeometryTolerances
 from pipelines.dicom.header import InstanceHeader
 from pipelines.dicom.hu import to_hu
 from pipelines.dicom.index import SeriesEntry, index_inputs
@@ -72,11 +72,11 @@ def read_series_volume(
     """
     policy = policy or ReadPolicy()
     if isinstance(source, SeriesEntry):
-        return _read(source.instances, policy)
+        return _read(source, policy)
     paths = [source] if isinstance(source, Path) else list(source)
     with tempfile.TemporaryDirectory(prefix="basira-read-") as workdir:
         series = _only_series(paths, Path(workdir), policy)
-        return _read(series.instances, policy)
+        return _read(series, policy)
 
 
 def _only_series(paths: Sequence[Path], workdir: Path, policy: ReadPolicy) -> SeriesEntry:
@@ -97,17 +97,17 @@ def _only_series(paths: Sequence[Path], workdir: Path, policy: ReadPolicy) -> Se
     return series[0]
 
 
-def _read(instances: Sequence[InstanceHeader], policy: ReadPolicy) -> Volume:
+def _read(series: SeriesEntry, policy: ReadPolicy) -> Volume:
+    """Check ``series`` and build its volume."""
+    instances = series.instances
     check_content(instances[0])
     frames = [(inst, f) for inst in instances for f in range(inst.n_frames)]
-    placements = series_placements(instances)
-    if len(placements) != len(frames):
+    if len(series_placements(instances)) != len(frames):
         raise MissingAttributeError(
             "Some slices lack ImagePositionPatient, ImageOrientationPatient or PixelSpacing."
         )
-    stacked = stack_slices(placements, policy.geometry)
-    rows, columns = instances[0].rows, instances[0].columns
-    shape = (len(frames), rows, columns)
+    stacked = series.stacked_geometry(policy.geometry)
+    shape = (len(frames), instances[0].rows, instances[0].columns)
     needed = math.prod(shape) * 4
     if needed > policy.max_volume_bytes:
         raise VolumeTooLargeError(
@@ -115,16 +115,16 @@ def _read(instances: Sequence[InstanceHeader], policy: ReadPolicy) -> Volume:
             f"{policy.max_volume_bytes / 2**30:.1f} GiB.",
             shape=list(shape),
         )
-    slot = {(id(inst), f): k for k, (inst, f) in enumerate(frames[i] for i in stacked.order)}
+    ordered = [frames[i] for i in stacked.order]
+    slot = {(id(inst), f): k for k, (inst, f) in enumerate(ordered)}
     placed = sorted(
         ((inst, tuple(slot[(id(inst), f)] for f in range(inst.n_frames))) for inst in instances),
         key=lambda item: item[1][0],
     )
     volume, defaults = _fill(placed, shape, policy)
-    ordered = [frames[i] for i in stacked.order]
     for note in sorted(set(defaults))[:5]:
         log.warning("default applied: %s", note)
-    return Volume(volume, stacked.affine_lps, _provenance(instances, ordered, defaults))
+    return Volume(volume, stacked.affine_lps.copy(), _provenance(instances, ordered, defaults))
 
 
 def _fill(
