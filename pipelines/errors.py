@@ -760,6 +760,80 @@ class StorageFullError(ServiceUnavailableError):
     http_status = 507
 
 
+# --- review UI ---------------------------------------------------------------------------------
+
+
+class LoginFailedError(AuthError):
+    """The user name or the password is wrong (which of the two is not said)."""
+
+    code = "ui.login_failed"
+
+
+class SessionRequiredError(AuthError):
+    """The review UI needs a signed-in session: none was sent, or it ended (idle timeout,
+    maximum age or logout). Sign in again."""
+
+    code = "ui.session_required"
+
+
+class CsrfError(ForbiddenError):
+    """A state-changing UI request without the session's CSRF token (header
+    ``X-CSRF-Token`` or form field ``csrf_token``); reload the page and try again."""
+
+    code = "ui.csrf_failed"
+
+
+class UserError(BasiraError):
+    """A review UI account cannot be created or changed as asked."""
+
+    code = "user.invalid"
+
+
+class UserExistsError(UserError):
+    """The hospital already has a user with this name."""
+
+    code = "user.exists"
+    http_status = 409
+
+
+class SliceOutOfRangeError(NotFoundError):
+    """The viewer asked for a slice index outside the series."""
+
+    code = "viewer.slice_out_of_range"
+
+
+class ReviewError(BasiraError):
+    """A review action that cannot be recorded as sent."""
+
+    code = "review.invalid"
+
+
+class ReviewLockedError(ReviewError):
+    """The review was signed off and is locked: nothing more can be recorded on it."""
+
+    code = "review.locked"
+    http_status = 409
+
+
+class ReasonRequiredError(ReviewError):
+    """Rejecting a finding needs a reason (it becomes a training label)."""
+
+    code = "review.reason_required"
+
+
+class ReviewNotSignedError(ReviewError):
+    """Only a signed review can be exported as a DICOM SR."""
+
+    code = "review.not_signed"
+    http_status = 409
+
+
+class FeedbackFindingNotFoundError(NotFoundError):
+    """The feedback names a finding id the analysis did not report."""
+
+    code = "review.finding_not_found"
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []

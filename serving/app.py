@@ -36,6 +36,7 @@ from serving.middleware import (
 from serving.routes import audit, dicomweb, health, jobs, metrics, studies
 from serving.services import Services
 from serving.settings import Settings
+from serving.ui import install_ui
 
 __all__ = ["create_app"]
 
@@ -73,6 +74,7 @@ def create_app(
     for router in (health.router, studies.router, dicomweb.router, jobs.router, audit.router):
         app.include_router(router)
     app.include_router(metrics.router)
+    install_ui(app, settings)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from serving.settings import Settings
+from serving.ui.commands import users_app
 
 __all__ = ["register"]
 
@@ -25,6 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker_command)
     app.add_typer(tenants_app, name="tenants")
     app.command("audit")(audit_command)
+    app.add_typer(users_app, name="users")
 
 
 def serve_command(

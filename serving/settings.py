@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=5.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
 
+    #: Review UI: session cookies without ``Secure`` (plain-HTTP localhost development only).
+    ui_insecure_cookies: bool = False
+    #: A UI session ends after this long without a request, and after ``ui_session_max_s``.
+    ui_session_idle_s: float = Field(default=30 * 60, gt=0)
+    ui_session_max_s: float = Field(default=12 * 3600, gt=0)
+    #: Login attempts per minute per client address and per user name.
+    ui_login_per_minute: int = Field(default=10, gt=0)
+    #: Decoded series the viewer keeps in memory per process (least recently used dropped).
+    ui_volume_cache: int = Field(default=4, ge=1)
+
     @field_validator("output_formats", mode="before")
     @classmethod
     def _split_formats(cls, value: object) -> object:

@@ -17,9 +17,17 @@ Each finding is a TID 1411 *Volumetric ROI* group:
   "Lung", and the model as Algorithm Identification (TID 4019).
 
 The SEG and every source instance are listed as evidence.
+
+:func:`build_review_sr` writes the same template for a radiologist's signed review: the person
+observer is the radiologist, each measurement group is a finding the review confirmed (an
+accepted or corrected AI finding, or one the radiologist added) with its centre and diameter,
+and the final impression is a TEXT item (DCM 121073 "Impression") of the report.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
 
 import highdicom as hd
 import numpy as np
@@ -31,9 +39,17 @@ from pydicom.uid import generate_uid
 from pipelines.findings import Finding
 from pipelines.reports import codes as basira_codes
 from pipelines.reports.seg import SEG_SERIES_NUMBER, frame_segment_number
-from pipelines.reports.study import AnalysedStudy, confidence_of
+from pipelines.reports.study import AnalysedStudy, _with_empty_type2, confidence_of
 
-__all__ = ["PROCEDURE_CT_CHEST", "SR_SERIES_NUMBER", "build_sr", "segment_frame_numbers"]
+__all__ = [
+    "PROCEDURE_CT_CHEST",
+    "SR_SERIES_NUMBER",
+    "ReviewedFinding",
+    "SignedReview",
+    "build_review_sr",
+    "build_sr",
+    "segment_frame_numbers",
+]
 
 SR_SERIES_NUMBER = SEG_SERIES_NUMBER + 1
 #: LOINC 24627-2 "CT Chest", the procedure reported.
@@ -154,3 +170,86 @@ def _measurements(
             unit=basira_codes.UNIT_ONE,
         ),
     ]
+
+
+@dataclass(frozen=True)
+class ReviewedFinding:
+    """A finding a radiologist confirmed; ``label`` says how (e.g. "accepted AI finding 2")."""
+
+    center_lps_mm: tuple[float, float, float]
+    diameter_mm: float
+    label: str
+
+
+@dataclass(frozen=True)
+class SignedReview:
+    """What a signed review reports, about the source series in ``evidence`` (headers)."""
+
+    evidence: list[Dataset]
+    observer_name: str
+    organization: str
+    impression: str
+    signed_at: datetime
+    findings: list[ReviewedFinding]
+
+
+def build_review_sr(review: SignedReview) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 report of a signed review, the radiologist as person observer."""
+    evidence = [_with_empty_type2(header) for header in review.evidence]
+    first = evidence[0]
+    person = hd.sr.PersonObserverIdentifyingAttributes(
+        name=review.observer_name, organization_name=review.organization
+    )
+    context = hd.sr.ObservationContext(
+        observer_person_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Person, observer_identifying_attributes=person
+        )
+    )
+    groups = [_reviewed_group(first, finding) for finding in review.findings]
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=PROCEDURE_CT_CHEST,
+        imaging_measurements=groups or None,
+    )
+    content = report[0]
+    content.ContentSequence.append(
+        hd.sr.TextContentItem(codes.DCM.Impression, review.impression, "CONTAINS")
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=content,
+        series_instance_uid=generate_uid(),
+        series_number=SR_SERIES_NUMBER + 1,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Basira",
+        series_description="Radiologist review of AI findings",
+        content_date=review.signed_at.date(),
+        content_time=review.signed_at.time(),
+    )
+
+
+def _reviewed_group(
+    source: Dataset, finding: ReviewedFinding
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    centre = hd.sr.VolumeSurface(
+        graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+        graphic_data=np.array([finding.center_lps_mm], dtype=np.float64),
+        frame_of_reference_uid=source.FrameOfReferenceUID,
+        source_series=hd.sr.SourceSeriesForSegmentation(source.SeriesInstanceUID),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=finding.label),
+        referenced_volume_surface=centre,
+        finding_type=basira_codes.FINDING_TYPE,
+        finding_category=basira_codes.FINDING_CATEGORY,
+        finding_sites=[hd.sr.FindingSite(basira_codes.LUNG)],
+        geometric_purpose=codes.DCM.Center,
+        measurements=[
+            hd.sr.Measurement(
+                name=basira_codes.DIAMETER,
+                value=finding.diameter_mm,
+                unit=basira_codes.UNIT_MILLIMETRE,
+            )
+        ],
+    )

@@ -1,0 +1,210 @@
+"""The viewer's JSON and binary API under ``/ui/api``: worklist, series metadata, slices,
+feedback, sign-off and the review SR. Session cookie auth; writes need the CSRF header."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from pipelines.errors import ForbiddenError, ResultNotReadyError
+from serving.audit import list_events
+from serving.deps import ServicesDep, SessionDep
+from serving.models import Job
+from serving.queries import latest_job, tenant_study
+from serving.routes.studies import StudyUID
+from serving.services import Services
+from serving.ui.deps import RadiologistDep, UiStateDep, UserDep, ui_audit
+from serving.ui.models import Role
+from serving.ui.review_sr import review_sr_bytes
+from serving.ui.reviews import (
+    FeedbackCreate,
+    feedback_rows,
+    find_review,
+    record_feedback,
+    sign_off,
+)
+from serving.ui.viewer import SeriesView, encode_slice, series_metadata
+from serving.ui.worklist import WorkStatus, worklist
+
+router = APIRouter(prefix="/ui/api", tags=["ui"], include_in_schema=False)
+
+#: Slices may sit in the browser's private cache while the session lasts (they never change).
+SLICE_CACHE = "private, max-age=600"
+
+
+class SignOff(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    impression: str = Field(min_length=1, max_length=8000)
+
+
+def _job(session: Session, tenant_id: str, study_uid: str) -> Job:
+    job = latest_job(session, tenant_study(session, tenant_id, study_uid))
+    if job is None:
+        raise ResultNotReadyError("The study has not been queued for analysis yet.")
+    return job
+
+
+@router.get("/worklist")
+def get_worklist(
+    request: Request,
+    user: UserDep,
+    services: ServicesDep,
+    session: SessionDep,
+    status: WorkStatus | None = None,
+    q: Annotated[str, Field(max_length=64)] = "",
+) -> list[dict[str, Any]]:
+    """The hospital's studies, most suspicious first."""
+    with services.auditor.audited(ui_audit(user, request, "ui.worklist.read")):
+        return [row.to_dict() for row in worklist(session, user.tenant_id, status=status, search=q)]
+
+
+async def _view(
+    services: Services, ui: UiStateDep, tenant_id: str, study_uid: str
+) -> tuple[Job, SeriesView]:
+    def load() -> tuple[Job, SeriesView]:
+        with services.db.session() as session:
+            job = _job(session, tenant_id, study_uid)
+            return job, ui.volumes.get(session, services.store, job)
+
+    return await run_in_threadpool(load)
+
+
+@router.get("/studies/{study_uid}/meta")
+async def get_metadata(
+    study_uid: StudyUID, request: Request, user: UserDep, services: ServicesDep, ui: UiStateDep
+) -> dict[str, Any]:
+    """Geometry, slice UIDs, the AI result with findings mapped to slices, and the header
+    fields shown on screen (read from the stored DICOM now, kept nowhere)."""
+    with services.auditor.audited(ui_audit(user, request, "ui.study.open", study_uid)):
+        job, view = await _view(services, ui, user.tenant_id, study_uid)
+        return {"study_instance_uid": study_uid, **series_metadata(view, job)}
+
+
+@router.get("/studies/{study_uid}/slices/{k}")
+async def get_slice(
+    study_uid: StudyUID,
+    k: Annotated[int, PathParam(ge=0, le=100_000)],
+    request: Request,
+    user: UserDep,
+    services: ServicesDep,
+    ui: UiStateDep,
+) -> Response:
+    """Slice ``k`` as raw little-endian int16 HU (rows x columns), gzipped when accepted.
+    Covered by the study's ``ui.study.open`` audit event, not one event per slice."""
+    _, view = await _view(services, ui, user.tenant_id, study_uid)
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    body = encode_slice(view, k, gzip_level=1 if gzipped else None)
+    headers = {"Cache-Control": SLICE_CACHE, "Vary": "Accept-Encoding, Cookie"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/studies/{study_uid}/review")
+def get_review(
+    study_uid: StudyUID, request: Request, user: UserDep, services: ServicesDep, session: SessionDep
+) -> dict[str, Any]:
+    """The review of the study's latest analysis with every feedback row, oldest first."""
+    with services.auditor.audited(ui_audit(user, request, "ui.review.read", study_uid)):
+        job = _job(session, user.tenant_id, study_uid)
+        review = find_review(session, job)
+        return {
+            "job_id": job.id,
+            "status": review.status if review else None,
+            "locked": bool(review and review.locked),
+            "impression": review.impression if review else "",
+            "signed_by": review.signer.username if review and review.signer else None,
+            "signed_at": review.signed_at.isoformat() if review and review.signed_at else None,
+            "feedback": [_feedback_public(row) for row in feedback_rows(session, job)],
+        }
+
+
+def _feedback_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "finding_id": row.finding_id,
+        "action": row.action,
+        "reason": row.reason,
+        "center_lps_mm": row.center_lps_mm,
+        "diameter_mm": row.diameter_mm,
+        "comment": row.comment,
+        "user": row.user.username,
+        "at": row.at.isoformat(),
+        "model_name": row.model_name,
+        "model_version": row.model_version,
+    }
+
+
+@router.post("/studies/{study_uid}/feedback", status_code=201)
+async def post_feedback(
+    study_uid: StudyUID,
+    body: FeedbackCreate,
+    request: Request,
+    user: RadiologistDep,
+    services: ServicesDep,
+    ui: UiStateDep,
+) -> dict[str, Any]:
+    """Record one action; an added or moved finding sent in voxels is placed in LPS mm."""
+    entry = ui_audit(user, request, f"ui.feedback.{body.action}", study_uid)
+    with services.auditor.audited(entry):
+        if body.center_ijk is not None and body.center_lps_mm is None:
+            _, view = await _view(services, ui, user.tenant_id, study_uid)
+            lps = np.append(np.asarray(body.center_ijk, float), 1.0) @ view.affine_lps.T
+            body = body.model_copy(update={"center_lps_mm": tuple(float(v) for v in lps[:3])})
+        with services.db.session() as session:
+            job = _job(session, user.tenant_id, study_uid)
+            return _feedback_public(record_feedback(session, job, user, body))
+
+
+@router.post("/studies/{study_uid}/signoff")
+def post_signoff(
+    study_uid: StudyUID,
+    body: SignOff,
+    request: Request,
+    user: RadiologistDep,
+    services: ServicesDep,
+    session: SessionDep,
+) -> dict[str, Any]:
+    """Record the final impression and lock the review."""
+    with services.auditor.audited(ui_audit(user, request, "ui.review.sign", study_uid)):
+        review = sign_off(session, _job(session, user.tenant_id, study_uid), user, body.impression)
+        return {"status": review.status, "locked": review.locked}
+
+
+@router.get("/studies/{study_uid}/review/sr")
+def get_review_sr(
+    study_uid: StudyUID, request: Request, user: UserDep, services: ServicesDep, session: SessionDep
+) -> Response:
+    """The signed review as a DICOM Comprehensive 3D SR, the radiologist as person observer."""
+    with services.auditor.audited(ui_audit(user, request, "ui.review.sr.read", study_uid)):
+        job = _job(session, user.tenant_id, study_uid)
+        body = review_sr_bytes(session, services.store, job)
+        return Response(body, media_type="application/dicom")
+
+
+@router.get("/audit")
+def get_audit(
+    request: Request, user: UserDep, services: ServicesDep, session: SessionDep
+) -> list[dict[str, str]]:
+    """The hospital's latest audit events (admins only)."""
+    if user.role != Role.ADMIN:
+        raise ForbiddenError("The audit log is for admin accounts.", role=user.role)
+    with services.auditor.audited(ui_audit(user, request, "audit.read")):
+        return [
+            {
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "resource": e.resource,
+                "outcome": e.outcome,
+            }
+            for e in list_events(session, tenant_id=user.tenant_id, limit=200)
+        ]

@@ -1,0 +1,77 @@
+"""Dependencies of the UI routes: its per-app state, the signed-in user, CSRF and roles, and the
+audit entry of a UI action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+
+from pipelines.errors import ForbiddenError
+from serving.audit import AuditEntry
+from serving.deps import ServicesDep, client_address
+from serving.ratelimit import RateLimiter
+from serving.ui.models import Role
+from serving.ui.sessions import COOKIE_NAME, CSRF_HEADER, SignedIn, check_csrf, resolve_session
+from serving.ui.viewer import VolumeCache
+
+__all__ = [
+    "CsrfUserDep",
+    "RadiologistDep",
+    "UiState",
+    "UiStateDep",
+    "UserDep",
+    "ui_audit",
+]
+
+
+@dataclass
+class UiState:
+    """What the UI keeps per app: templates, decoded series, the login rate limiter."""
+
+    templates: Jinja2Templates
+    volumes: VolumeCache
+    login_limiter: RateLimiter
+
+
+def get_ui_state(request: Request) -> UiState:
+    state: UiState = request.app.state.ui
+    return state
+
+
+UiStateDep = Annotated[UiState, Depends(get_ui_state)]
+
+
+def get_user(request: Request, services: ServicesDep) -> SignedIn:
+    """The session's user (its idle timer renewed); ``ui.session_required`` otherwise."""
+    with services.db.session() as session:
+        return resolve_session(session, request.cookies.get(COOKIE_NAME), services.settings)
+
+
+UserDep = Annotated[SignedIn, Depends(get_user)]
+
+
+def get_csrf_user(request: Request, user: UserDep) -> SignedIn:
+    """The user of a state-changing script request, after its ``X-CSRF-Token`` check."""
+    check_csrf(user, request.headers.get(CSRF_HEADER))
+    return user
+
+
+CsrfUserDep = Annotated[SignedIn, Depends(get_csrf_user)]
+
+
+def get_radiologist(user: CsrfUserDep) -> SignedIn:
+    """Only radiologists record findings and sign: an admin account administers, it does not
+    report."""
+    if user.role != Role.RADIOLOGIST:
+        raise ForbiddenError("Only a radiologist may review and sign.", role=user.role)
+    return user
+
+
+RadiologistDep = Annotated[SignedIn, Depends(get_radiologist)]
+
+
+def ui_audit(user: SignedIn, request: Request, action: str, resource: str = "") -> AuditEntry:
+    return AuditEntry(user.tenant_id, user.actor, action, resource, client_address(request))

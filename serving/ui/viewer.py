@@ -1,0 +1,158 @@
+"""What the browser viewer reads: a job's series decoded once per process (bounded LRU cache),
+its geometry and findings as metadata, and single slices as raw little-endian int16 HU.
+
+Why raw HU and not rendered PNGs: window/level then happens in the browser on every mouse move
+without a round trip, and a 512x512 slice is 512 KiB before gzip (CT air and soft tissue
+compress well), small enough on a hospital LAN.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydicom
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipelines.dicom.volume import read_series_volume
+from pipelines.errors import SliceOutOfRangeError
+from pipelines.volume import Volume
+from serving.models import Instance, Job
+from serving.storage import InstanceStore
+
+__all__ = ["SeriesView", "VolumeCache", "encode_slice", "series_metadata"]
+
+#: HU are stored as int16 in the cache: half the memory of float32, and what CT stores anyway.
+_HU_MIN, _HU_MAX = -32768, 32767
+
+
+@dataclass(frozen=True)
+class SeriesView:
+    """A decoded series as the viewer needs it (``hu`` is int16 ``[k, j, i]``)."""
+
+    hu: np.ndarray
+    affine_lps: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    sop_instance_uids: tuple[str, ...]
+    first_file: str
+
+    @classmethod
+    def from_volume(cls, volume: Volume, first_file: str) -> SeriesView:
+        hu = np.clip(np.rint(volume.array_hu), _HU_MIN, _HU_MAX).astype("<i2")
+        return cls(
+            hu,
+            volume.affine_lps,
+            volume.spacing_mm,
+            volume.provenance.sop_instance_uids,
+            first_file,
+        )
+
+
+class VolumeCache:
+    """Decoded series by job id, the ``capacity`` most recently used kept; a series being
+    decoded is decoded once even when several slice requests ask for it together."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._views: OrderedDict[str, SeriesView] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, session: Session, store: InstanceStore, job: Job) -> SeriesView:
+        with self._lock:
+            if job.id in self._views:
+                self._views.move_to_end(job.id)
+                return self._views[job.id]
+            loading = self._loading.setdefault(job.id, threading.Lock())
+        with loading:
+            with self._lock:
+                if job.id in self._views:
+                    return self._views[job.id]
+            view = _decode(session, store, job)
+            with self._lock:
+                self._views[job.id] = view
+                self._loading.pop(job.id, None)
+                while len(self._views) > self.capacity:
+                    self._views.popitem(last=False)
+            return view
+
+
+def _decode(session: Session, store: InstanceStore, job: Job) -> SeriesView:
+    """Read the job's analysed series (the one its result names, else its largest)."""
+    rows = session.execute(
+        select(Instance.series_instance_uid, Instance.sha256).where(
+            Instance.tenant_id == job.tenant_id, Instance.id.in_(job.instance_ids)
+        )
+    ).all()
+    series_uid = _result(job).get("series_instance_uid")
+    by_series: dict[str, list[str]] = {}
+    for uid, sha in rows:
+        by_series.setdefault(uid, []).append(sha)
+    chosen = by_series.get(series_uid) if series_uid else None
+    shas = chosen or max(by_series.values(), key=len)
+    paths = [store.instance_path(job.tenant_id, sha) for sha in shas]
+    return SeriesView.from_volume(read_series_volume(paths), str(paths[0]))
+
+
+def _result(job: Job) -> dict[str, Any]:
+    return dict(json.loads(job.result_json)) if job.result_json else {}
+
+
+def encode_slice(view: SeriesView, k: int, *, gzip_level: int | None = 1) -> bytes:
+    """Slice ``k`` as little-endian int16 HU, row-major ``[j, i]``, gzipped unless level None."""
+    if not 0 <= k < view.hu.shape[0]:
+        raise SliceOutOfRangeError(
+            "No such slice in this series.", k=k, n_slices=int(view.hu.shape[0])
+        )
+    raw = view.hu[k].tobytes()
+    return raw if gzip_level is None else gzip.compress(raw, compresslevel=gzip_level, mtime=0)
+
+
+def series_metadata(view: SeriesView, job: Job) -> dict[str, Any]:
+    """Geometry, per-slice SOP Instance UIDs, the AI result and the findings mapped to slices."""
+    n_k, n_j, n_i = view.hu.shape
+    result = _result(job)
+    return {
+        "shape_kji": [n_k, n_j, n_i],
+        "spacing_mm": list(view.spacing_mm),
+        "affine_lps": view.affine_lps.tolist(),
+        "sop_instance_uids": list(view.sop_instance_uids),
+        "findings": [_finding_on_slices(f, view) for f in result.get("findings", [])],
+        "diagnosis": result.get("diagnosis"),
+        "model": result.get("model"),
+        "status": job.status,
+        "probability_map": False,
+        "header": _display_header(view.first_file),
+    }
+
+
+def _finding_on_slices(finding: dict[str, Any], view: SeriesView) -> dict[str, Any]:
+    """A finding with its in-plane radius in pixels and the slices its sphere crosses."""
+    k = finding["center_ijk"][2]
+    radius_mm = float(finding["diameter_mm"]) / 2
+    sx, sy, sz = view.spacing_mm
+    reach = int(np.floor(radius_mm / sz)) if sz > 0 else 0
+    last = view.hu.shape[0] - 1
+    return {
+        **finding,
+        "k": round(k),
+        "radius_mm": radius_mm,
+        "radius_px": [radius_mm / sx, radius_mm / sy],
+        "k_range": [max(0, round(k) - reach), min(last, round(k) + reach)],
+    }
+
+
+def _display_header(path: str) -> dict[str, str]:
+    """What identifies the patient on screen, read from the stored DICOM at view time only
+    (the database keeps no names; nothing here is logged)."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SHOWN)
+    return {kw: str(ds.get(kw, "") or "") for kw in _SHOWN}
+
+
+_SHOWN = ["PatientName", "PatientID", "StudyDate", "AccessionNumber", "StudyDescription"]
