@@ -41,9 +41,14 @@ def is_zip(path: Path) -> bool:
     """True when ``path`` is a zip container (by signature, not by extension)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+            return is_zip_signature(fh.read(4))
     except OSError:
         return False
+
+
+def is_zip_signature(first_bytes: bytes) -> bool:
+    """True when a file starting with ``first_bytes`` (at least 4) is a zip container."""
+    return first_bytes[:4] in (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def safe_member_path(name: str) -> PurePosixPath:

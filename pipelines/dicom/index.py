@@ -6,6 +6,7 @@ so nothing a hospital sends disappears without a reason.
 
 from __future__ import annotations
 
+import io
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -115,24 +116,48 @@ def index_inputs(
     instance paths point into it. A user-named path that does not exist raises
     :class:`InputNotFoundError`; an unsafe or oversized archive raises its archive error.
     """
-    rules = rules or SelectionRules()
     headers: list[InstanceHeader] = []
     rejected: list[RejectedFile] = []
     for path, name in _expand(inputs, workdir, archive_limits or ArchiveLimits()):
-        try:
-            header = read_header(path, name)
-        except BasiraError as exc:
-            rejected.append(RejectedFile(name, exc.code, exc.message))
-            continue
-        if header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
-            rejected.append(
-                RejectedFile(
-                    name, NotAnImageError.code, f"{name} is a DICOMDIR (an index of files)."
-                )
-            )
-            continue
-        headers.append(header)
+        header = header_or_refusal(path, name)
+        if isinstance(header, RejectedFile):
+            rejected.append(header)
+        else:
+            headers.append(header)
+    return build_index(headers, rejected, rules or SelectionRules())
+
+
+def header_or_refusal(
+    path: Path, name: str, fh: io.RawIOBase | None = None
+) -> InstanceHeader | RejectedFile:
+    """``path``'s header, or why the file cannot be used (``fh``: the file, if already open)."""
+    try:
+        header = read_header(path, name, fh)
+    except BasiraError as exc:
+        return RejectedFile(name, exc.code, exc.message)
+    if header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+        return RejectedFile(
+            name, NotAnImageError.code, f"{name} is a DICOMDIR (an index of files)."
+        )
+    return header
+
+
+def build_index(
+    headers: list[InstanceHeader], rejected: list[RejectedFile], rules: SelectionRules
+) -> DicomIndex:
+    """Group ``headers`` (in the order read) into studies and series and judge each series."""
     return DicomIndex(_group(headers, rules), rejected)
+
+
+def walk_files(given: Path) -> Iterator[Path]:
+    """``given`` itself if a file, else every file under it, in a stable (sorted) order.
+
+    Raises:
+        InputNotFoundError: ``given`` does not exist.
+    """
+    if not given.exists():
+        raise InputNotFoundError(f"{given} does not exist.", path=str(given))
+    yield from _walk(given)
 
 
 def _expand(
@@ -140,9 +165,7 @@ def _expand(
 ) -> Iterator[tuple[Path, str]]:
     archives = 0
     for given in inputs:
-        if not given.exists():
-            raise InputNotFoundError(f"{given} does not exist.", path=str(given))
-        for path in _walk(given):
+        for path in walk_files(given):
             if is_zip(path):
                 archives += 1
                 dest = workdir / f"archive-{archives:04d}"
@@ -158,8 +181,9 @@ def _walk(path: Path) -> Iterable[Path]:
         return
     for root, dirs, files in os.walk(path):
         dirs.sort()
+        folder = Path(root)
         for name in sorted(files):
-            yield Path(root) / name
+            yield folder / name
 
 
 def _group(headers: list[InstanceHeader], rules: SelectionRules) -> list[StudyEntry]:

@@ -18,11 +18,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from pipelines.dicom.header import InstanceHeader
 
+T = TypeVar("T")
 #: (instance, the volume slice of each of its frames)
 Placed = tuple[InstanceHeader, tuple[int, ...]]
 #: Writes one instance's HU values into the given slices and returns the defaults it applied.
@@ -87,11 +89,11 @@ def _fill_chunk(target: str, chunk: Sequence[Placed], fill_one: FillOne) -> list
     return notes
 
 
-def contiguous_runs(placed: Sequence[Placed], n: int) -> list[Sequence[Placed]]:
-    """``placed`` cut into at most ``n`` contiguous runs of near-equal length."""
-    n = max(1, min(n, len(placed)))
-    bounds = [round(len(placed) * c / n) for c in range(n + 1)]
-    return [placed[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+def contiguous_runs(items: Sequence[T], n: int) -> list[Sequence[T]]:
+    """``items`` cut into at most ``n`` contiguous runs of near-equal length."""
+    n = max(1, min(n, len(items)))
+    bounds = [round(len(items) * c / n) for c in range(n + 1)]
+    return [items[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _ram_dir(needed_bytes: int) -> str | None:

@@ -21,7 +21,7 @@ import numpy as np
 from pipelines.dicom.geometry import GeometryTolerances
 from pipelines.dicom.header import InstanceHeader
 from pipelines.dicom.hu import to_hu
-from pipelines.dicom.index import SeriesEntry, index_inputs
+from pipelines.dicom.index import DicomIndex, SeriesEntry, build_index, index_inputs
 from pipelines.dicom.native import fill_native, new_scratch
 from pipelines.dicom.parallel import (
     MIN_FRAMES_FOR_PROCESSES,
@@ -32,6 +32,7 @@ from pipelines.dicom.parallel import (
 )
 from pipelines.dicom.pixels import is_fast_native, read_stored_frames
 from pipelines.dicom.selection import SelectionRules, check_content, series_placements
+from pipelines.dicom.singlepass import PrefilledVolume, read_folder_once
 from pipelines.errors import (
     MissingAttributeError,
     MixedSeriesError,
@@ -60,6 +61,8 @@ def read_series_volume(
     """Read one CT series into a :class:`Volume` (float32 HU, ``[k, j, i]``, LPS affine).
 
     ``source`` is an indexed series, a folder holding exactly one series, or that series' files.
+    A folder or file list is read in one pass where it can be (:mod:`.singlepass`), through the
+    general index otherwise; both apply the same checks and give the same volume.
 
     Raises:
         NoDicomFoundError: nothing readable was given.
@@ -74,13 +77,23 @@ def read_series_volume(
     if isinstance(source, SeriesEntry):
         return _read(source, policy)
     paths = [source] if isinstance(source, Path) else list(source)
+    rules = SelectionRules(geometry=policy.geometry)
+    once = read_folder_once(
+        paths, workers=_workers(policy), max_volume_bytes=policy.max_volume_bytes
+    )
+    if once is not None:
+        series = _only_series(build_index(once.headers, once.rejected, rules))
+        return _read(series, policy, once.prefilled)
     with tempfile.TemporaryDirectory(prefix="basira-read-") as workdir:
-        series = _only_series(paths, Path(workdir), policy)
+        series = _only_series(index_inputs(paths, workdir=Path(workdir), rules=rules))
         return _read(series, policy)
 
 
-def _only_series(paths: Sequence[Path], workdir: Path, policy: ReadPolicy) -> SeriesEntry:
-    index = index_inputs(paths, workdir=workdir, rules=SelectionRules(geometry=policy.geometry))
+def _workers(policy: ReadPolicy) -> int:
+    return max(1, policy.workers or os.cpu_count() or 1)
+
+
+def _only_series(index: DicomIndex) -> SeriesEntry:
     series = [s for study in index.studies for s in study.series]
     if not series:
         first = index.rejected_files[0] if index.rejected_files else None
@@ -97,8 +110,10 @@ def _only_series(paths: Sequence[Path], workdir: Path, policy: ReadPolicy) -> Se
     return series[0]
 
 
-def _read(series: SeriesEntry, policy: ReadPolicy) -> Volume:
-    """Check ``series`` and build its volume."""
+def _read(
+    series: SeriesEntry, policy: ReadPolicy, prefilled: PrefilledVolume | None = None
+) -> Volume:
+    """Check ``series`` and build its volume (from ``prefilled`` if its slots prove right)."""
     instances = series.instances
     check_content(instances[0])
     frames = [(inst, f) for inst in instances for f in range(inst.n_frames)]
@@ -121,7 +136,8 @@ def _read(series: SeriesEntry, policy: ReadPolicy) -> Volume:
         ((inst, tuple(slot[(id(inst), f)] for f in range(inst.n_frames))) for inst in instances),
         key=lambda item: item[1][0],
     )
-    volume, defaults = _fill(placed, shape, policy)
+    taken = prefilled.take(placed, shape) if prefilled is not None else None
+    volume, defaults = taken if taken is not None else _fill(placed, shape, policy)
     for note in sorted(set(defaults))[:5]:
         log.warning("default applied: %s", note)
     return Volume(volume, stacked.affine_lps.copy(), _provenance(instances, ordered, defaults))
@@ -132,12 +148,12 @@ def _fill(
 ) -> tuple[np.ndarray, list[str]]:
     """The float32 HU volume from every instance (in slice order), and the defaults applied.
 
-    Native pixels: threads, each filling one contiguous run of slices frame by frame
+    Native pixels: threads, each filling one contiguous run of slices in cache-sized chunks
     (:mod:`.native`; reads and the HU conversion release the GIL; threads writing neighbouring
     slices contended for the same fresh pages and were no faster than one). Compressed pixels:
     worker processes (:mod:`pipelines.dicom.parallel`), since the decoders hold the GIL.
     """
-    workers = max(1, min(policy.workers or os.cpu_count() or 1, len(placed)))
+    workers = min(_workers(policy), len(placed))
     native = all(is_fast_native(inst) for inst, _ in placed)
     if not native and workers > 1 and shape[0] >= MIN_FRAMES_FOR_PROCESSES:
         try:
