@@ -133,6 +133,7 @@ function circlesOnSlice() {
 function drawFindings(g) {
   const [sx, sy] = state.meta.spacing_mm;
   ctx.lineWidth = 2;
+  ctx.direction = "ltr"; // labels are numbers and ids: never mirrored in Arabic
   ctx.font = "13px system-ui, sans-serif";
   for (const { f, r, central } of circlesOnSlice()) {
     const x = g.x0 + (f.center_ijk[0] + 0.5) * g.px;
@@ -435,6 +436,12 @@ const KEYS = {
   a: () => setAddMode(!state.addMode), Escape: () => setAddMode(false),
 };
 
+/** Shortcuts stay out of the way while the user types in a field. */
+function typing(target) {
+  const textual = ["text", "number", "search", "password"];
+  return target.matches("textarea, select, dialog *") || (target.matches("input") && textual.includes(target.type));
+}
+
 function toggle(id) {
   const box = document.getElementById(id);
   box.checked = !box.checked;
@@ -442,9 +449,9 @@ function toggle(id) {
 }
 
 function bindControls() {
-  canvas.addEventListener("keydown", (e) => {
+  document.addEventListener("keydown", (e) => {
     const action = KEYS[e.key];
-    if (action && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    if (action && !e.ctrlKey && !e.metaKey && !e.altKey && !typing(e.target)) {
       e.preventDefault();
       action();
     }
