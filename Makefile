@@ -10,6 +10,8 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_DIR ?= data/demo
 MODEL ?= models/lung-nodule-unet/release
+DEMO_STUDIES ?= 4
+DEMO_PORT ?= 8000
 
 .PHONY: install demo test lint bench clean
 
@@ -24,14 +26,16 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Sample studies from a seed neither the training (7) nor the test set (1007) used, checked,
-# then read by the shipped reference model into JSON, SEG, SR, FHIR and key images.
-demo: install
-	$(BIN)/basira synth --out $(DEMO_DIR)/studies --n 3 --seed 42 --preview
-	$(BIN)/basira inspect $(DEMO_DIR)/studies
+# The whole product: sample studies from a seed neither the training (7) nor the test set
+# (1007) used, the shipped model verified, then the service with a demo hospital and radiologist
+# (login printed) receiving the studies through its API. Serves until Ctrl-C.
+demo: install $(DEMO_DIR)/studies/manifest.json
 	$(BIN)/basira models verify $(MODEL)
-	$(BIN)/basira predict $(DEMO_DIR)/studies --out $(DEMO_DIR)/results --model $(MODEL) \
-		--format json,seg,sr,fhir,keyimages
+	$(BIN)/basira demo $(DEMO_DIR)/studies --data $(DEMO_DIR)/service --model $(MODEL) \
+		--port $(DEMO_PORT)
+
+$(DEMO_DIR)/studies/manifest.json: | $(STAMP)
+	$(BIN)/basira synth --out $(DEMO_DIR)/studies --n $(DEMO_STUDIES) --seed 42 --preview
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

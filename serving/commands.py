@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,6 +27,7 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker_command)
     app.add_typer(tenants_app, name="tenants")
     app.command("audit")(audit_command)
+    app.command("demo")(demo_command)
     app.add_typer(users_app, name="users")
 
 
@@ -180,3 +182,34 @@ def audit_command(
                 json.dumps(row) if as_json else "\t".join(str(v or "-") for v in row.values())
             )
     sys.stdout.flush()
+
+
+def demo_command(
+    studies: Annotated[Path, typer.Argument(help="Folder of studies to submit (any layout).")],
+    data: Annotated[Path, typer.Option(help="The demo's database and storage (made anew).")] = Path(
+        "data/demo/service"
+    ),
+    model: Annotated[Path, typer.Option(help="Model release folder.")] = Path(
+        "models/lung-nodule-unet/release"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    dicom_port: Annotated[int, typer.Option(help="DICOM C-STORE port.")] = 11112,
+    exit_when_done: Annotated[
+        bool, typer.Option(help="Stop once every study has a result instead of serving on.")
+    ] = False,
+) -> None:
+    """The whole product on this machine: the service with the shipped model, a demo hospital
+    and radiologist (login printed), and STUDIES submitted through the API as the worklist fills."""
+    from serving.demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        studies_dir=studies,
+        data_dir=data,
+        model_dir=model,
+        host=host,
+        port=port,
+        dicom_port=dicom_port,
+        exit_when_done=exit_when_done,
+    )
+    run_demo(config, say=typer.echo)
