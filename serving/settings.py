@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     ui_session_max_s: float = Field(default=12 * 3600, gt=0)
     #: Login attempts per minute per client address and per user name.
     ui_login_per_minute: int = Field(default=10, gt=0)
-    #: Decoded series the viewer keeps in memory per process (least recently used dropped).
+    #: Series layouts (slice order and geometry from headers, no pixels) the viewer keeps per
+    #: process (least recently used dropped).
     ui_volume_cache: int = Field(default=4, ge=1)
 
     @field_validator("output_formats", mode="before")

@@ -18,7 +18,7 @@ from serving.ratelimit import make_rate_limiter
 from serving.settings import Settings
 from serving.ui import models as _models  # noqa: F401 - registers the UI tables on Base
 from serving.ui.deps import UiState
-from serving.ui.viewer import VolumeCache
+from serving.ui.viewer import SeriesCache
 
 __all__ = ["UI_CSP", "install_ui"]
 
@@ -37,7 +37,7 @@ def install_ui(app: FastAPI, settings: Settings) -> None:
 
     app.state.ui = UiState(
         templates=Jinja2Templates(directory=HERE / "templates"),
-        volumes=VolumeCache(settings.ui_volume_cache),
+        series=SeriesCache(settings.ui_volume_cache),
         login_limiter=make_rate_limiter(settings.ui_login_per_minute, settings.redis_url),
     )
     app.include_router(pages.router)

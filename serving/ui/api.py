@@ -69,12 +69,16 @@ def get_worklist(
 async def _view(
     services: Services, ui: UiStateDep, tenant_id: str, study_uid: str
 ) -> tuple[Job, SeriesView]:
-    def load() -> tuple[Job, SeriesView]:
-        with services.db.session() as session:
-            job = _job(session, tenant_id, study_uid)
-            return job, ui.volumes.get(session, services.store, job)
+    return await run_in_threadpool(_load_view, services, ui, tenant_id, study_uid)
 
-    return await run_in_threadpool(load)
+
+def _load_view(
+    services: Services, ui: UiStateDep, tenant_id: str, study_uid: str
+) -> tuple[Job, SeriesView]:
+    """The study's latest job and its series laid out (headers only; cached per job)."""
+    with services.db.session() as session:
+        job = _job(session, tenant_id, study_uid)
+        return job, ui.series.get(session, services.store, job)
 
 
 @router.get("/studies/{study_uid}/meta")
@@ -97,11 +101,16 @@ async def get_slice(
     services: ServicesDep,
     ui: UiStateDep,
 ) -> Response:
-    """Slice ``k`` as raw little-endian int16 HU (rows x columns), gzipped when accepted.
-    Covered by the study's ``ui.study.open`` audit event, not one event per slice."""
-    _, view = await _view(services, ui, user.tenant_id, study_uid)
+    """Slice ``k`` as raw little-endian int16 HU (rows x columns), gzipped when accepted,
+    decoded from its own file (never waiting for the whole series). Covered by the study's
+    ``ui.study.open`` audit event, not one event per slice."""
     gzipped = "gzip" in request.headers.get("accept-encoding", "")
-    body = encode_slice(view, k, gzip_level=1 if gzipped else None)
+
+    def encoded() -> bytes:
+        _, view = _load_view(services, ui, user.tenant_id, study_uid)
+        return encode_slice(view, k, gzip_level=1 if gzipped else None)
+
+    body = await run_in_threadpool(encoded)
     headers = {"Cache-Control": SLICE_CACHE, "Vary": "Accept-Encoding, Cookie"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
@@ -171,10 +180,13 @@ def post_signoff(
     request: Request,
     user: RadiologistDep,
     services: ServicesDep,
-    session: SessionDep,
 ) -> dict[str, Any]:
-    """Record the final impression and lock the review."""
-    with services.auditor.audited(ui_audit(user, request, "ui.review.sign", study_uid)):
+    """Record the final impression and lock the review. The sign-off commits in its own
+    session before the audit event is written: on SQLite an uncommitted write (the review
+    created by a sign-off with no feedback before it) held the lock the audit's own session
+    then waited 30 s for, and the request failed."""
+    entry = ui_audit(user, request, "ui.review.sign", study_uid)
+    with services.auditor.audited(entry), services.db.session() as session:
         review = sign_off(session, _job(session, user.tenant_id, study_uid), user, body.impression)
         return {"status": review.status, "locked": review.locked}
 

@@ -15,7 +15,7 @@ from serving.deps import ServicesDep, client_address
 from serving.ratelimit import RateLimiter
 from serving.ui.models import Role
 from serving.ui.sessions import COOKIE_NAME, CSRF_HEADER, SignedIn, check_csrf, resolve_session
-from serving.ui.viewer import VolumeCache
+from serving.ui.viewer import SeriesCache
 
 __all__ = [
     "CsrfUserDep",
@@ -29,10 +29,10 @@ __all__ = [
 
 @dataclass
 class UiState:
-    """What the UI keeps per app: templates, decoded series, the login rate limiter."""
+    """What the UI keeps per app: templates, series layouts, the login rate limiter."""
 
     templates: Jinja2Templates
-    volumes: VolumeCache
+    series: SeriesCache
     login_limiter: RateLimiter
 
 
