@@ -834,6 +834,25 @@ class FeedbackFindingNotFoundError(NotFoundError):
     code = "review.finding_not_found"
 
 
+class FeedbackExportError(BasiraError):
+    """Signed reviews cannot be exported as a training dataset as asked."""
+
+    code = "feedback.invalid"
+
+
+class NoSignedReviewsError(FeedbackExportError):
+    """No signed review matches the export's tenant and date: nothing to export."""
+
+    code = "feedback.no_signed_reviews"
+
+
+class KeyFileInsideOutputError(FeedbackExportError):
+    """The re-identification key must be kept apart from the pseudonymised dataset: give a
+    --key-file outside --out."""
+
+    code = "feedback.key_inside_output"
+
+
 def all_error_classes() -> list[type[BasiraError]]:
     """Every concrete error class, for documentation and the every-code-is-tested check."""
     found: list[type[BasiraError]] = []

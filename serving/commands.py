@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from serving.settings import Settings
-from serving.ui.commands import users_app
+from serving.ui.commands import feedback_app, users_app
 
 __all__ = ["register"]
 
@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit_command)
     app.command("demo")(demo_command)
     app.add_typer(users_app, name="users")
+    app.add_typer(feedback_app, name="feedback")
 
 
 def serve_command(

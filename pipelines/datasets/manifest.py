@@ -72,6 +72,8 @@ class Case(BaseModel):
     split: Split | None = None
     source: str
     slice_thickness_mm: float | None = None
+    #: For a case made from a radiologist's review: the model (``name version``) it reviewed.
+    reviewed_model: str | None = None
 
     @property
     def has_lesion(self) -> bool:
