@@ -18,11 +18,11 @@ from pipelines.datasets.manifest import read_manifest
 from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.volume import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
-from pipelines.errors import KeyFileInsideOutputError
+from pipelines.errors import KeyFileInsideOutputError, NoSignedReviewsError
 from pipelines.prepare import PrepareConfig, prepare_manifest
 from pipelines.transforms import PreprocessConfig
 from serving.audit import Auditor, list_events
-from serving.db import Database
+from serving.db import Database, utcnow
 from serving.settings import Settings
 from serving.storage import InstanceStore
 from serving.ui.export import ExportRequest, export_feedback
@@ -155,3 +155,28 @@ def test_a_key_file_inside_the_output_folder_is_refused(
     assert refused.value.code == "feedback.key_inside_output"
     assert not (tmp_path / "out").exists()
     db.dispose()
+
+
+def test_a_review_signed_without_findings_is_a_negative_case_and_since_filters(
+    ui_client: TestClient, ui_settings: Settings, analysed: Analysed, tmp_path: Path
+) -> None:
+    csrf = login(ui_client, analysed.hospital.name, "rad")
+    signed = ui_client.post(
+        f"/ui/api/studies/{analysed.study_uid}/signoff",
+        json={"impression": "No nodule."},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert signed.is_success
+    db = Database(ui_settings.resolved_database_url)
+    store, auditor = InstanceStore(ui_settings.resolved_storage_dir), Auditor(db)
+    later = ExportRequest(tmp_path / "a", tmp_path / "a.key", since=utcnow() + dt.timedelta(1))
+    with pytest.raises(NoSignedReviewsError):
+        export_feedback(db, store, auditor, later)
+    summary = export_feedback(db, store, auditor, ExportRequest(tmp_path / "b", tmp_path / "b.key"))
+    db.dispose()
+    assert (summary.n_cases, summary.n_negative, summary.n_lesions) == (1, 1, 0)
+    preprocess = PreprocessConfig(target_spacing_mm=(10.0, 10.0, 5.0))
+    index = prepare_manifest(
+        summary.manifest_path, tmp_path / "prepared", PrepareConfig(preprocess=preprocess)
+    )
+    assert index.failures == [] and [c.has_lesion for c in index.cases] == [False]
