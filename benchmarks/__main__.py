@@ -14,6 +14,7 @@ BENCHMARKS = {
     "train": "Training throughput on CPU (shipped bundle: train step vs forward, epoch, window)",
     "predict": "Predict one study (DICOM to all outputs)",
     "service": "Service under load (8 clients on loopback)",
+    "ui": "Review viewer in Chromium (first image, scrolling; 512×512×300 series)",
 }
 
 
