@@ -9,9 +9,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from pipelines.synth.config import load_synth_config
-from pipelines.synth.dataset import generate_dataset
-
 
 def synth_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the studies and manifest.json.")],
@@ -26,6 +23,10 @@ def synth_command(
     ] = None,
 ) -> None:
     """Generate N synthetic chest-CT studies (DICOM, NIfTI and SEG ground truth, manifest)."""
+    # imported here, not at registration: every basira command (predict too) registers this one
+    from pipelines.synth.config import load_synth_config
+    from pipelines.synth.dataset import generate_dataset
+
     synth_config = load_synth_config(config)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
