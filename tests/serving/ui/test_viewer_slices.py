@@ -1,9 +1,11 @@
-"""Slices decoded one file at a time equal the decoded volume, before the series was ever laid
-out; a sign-off with no feedback before it commits before its audit event (SQLite lock)."""
+"""Viewer traffic: slices decoded one file at a time equal the decoded volume, before the series
+was ever laid out; slice requests renew the session's idle timer at most every 30 s instead of
+writing on each; a sign-off with no feedback before it commits before its audit event."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from pipelines.dicom.volume import read_series_volume
 from serving.db import Database
 from serving.models import AuditEvent
 from serving.settings import Settings
+from serving.ui.models import UiSession
 from serving.ui.viewer import hu_int16
 from tests.serving.ui.conftest import Analysed, login
 
@@ -56,3 +59,27 @@ def test_signoff_without_feedback_commits_before_its_audit_event(
         ).one()
     db.dispose()
     assert (event.actor, event.outcome) == ("user:rad", "ok")
+
+
+def _last_seen(settings: Settings, shift_s: float = 0.0) -> float:
+    """The only session's ``last_seen_at`` (epoch s), after moving it ``shift_s`` back."""
+    db = Database(settings.resolved_database_url)
+    with db.session() as session:
+        row = session.scalars(select(UiSession)).one()
+        row.last_seen_at -= timedelta(seconds=shift_s)
+        seen = row.last_seen_at.timestamp()
+    db.dispose()
+    return seen
+
+
+def test_slice_requests_renew_the_idle_timer_at_most_every_30_s(
+    ui_client: TestClient, analysed: Analysed, ui_settings: Settings
+) -> None:
+    login(ui_client, analysed.hospital.name, "rad")
+    before = _last_seen(ui_settings, shift_s=5)
+    for k in range(3):
+        assert ui_client.get(f"/ui/api/studies/{analysed.study_uid}/slices/{k}").status_code == 200
+    assert _last_seen(ui_settings) == before  # 5 s stale: no write
+    stale = _last_seen(ui_settings, shift_s=60)
+    ui_client.get(f"/ui/api/studies/{analysed.study_uid}/slices/0")
+    assert _last_seen(ui_settings) > stale + 60
