@@ -9,11 +9,10 @@ kept for messages only and never used as paths.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -23,7 +22,7 @@ from pipelines.errors import (
     TooManyPartsError,
     UnsupportedMediaTypeError,
 )
-from serving.storage import InstanceStore, SpooledFile
+from serving.storage import SpooledFile, SpoolWriter
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -118,10 +117,7 @@ class _PartSink:
     _headers: dict[str, str] = field(default_factory=dict)
     _field: bytearray = field(default_factory=bytearray)
     _value: bytearray = field(default_factory=bytearray)
-    _out: BinaryIO | None = None
-    _path: Path | None = None
-    _digest: Any = None
-    _size: int = 0
+    _writer: SpoolWriter | None = None
 
     def callbacks(self) -> MultipartCallbacks:
         return {
@@ -140,9 +136,7 @@ class _PartSink:
                 f"The request holds more than {self.max_parts} files.", limit=self.max_parts
             )
         self._headers = {}
-        self._out, self._path = InstanceStore.new_spool(self.folder)
-        self._digest = hashlib.sha256()
-        self._size = 0
+        self._writer = SpoolWriter(self.folder, f"part-{len(self.parts) + 1}")
 
     def _header_end(self) -> None:
         name = self._field.decode("latin-1").strip().lower()
@@ -151,27 +145,23 @@ class _PartSink:
         self._value.clear()
 
     def _data(self, data: bytes, start: int, end: int) -> None:
-        if self._out is None:
+        if self._writer is None:
             raise MalformedMultipartError("Part data arrived outside a part.")
-        chunk = data[start:end]
-        self._out.write(chunk)
-        self._digest.update(chunk)
-        self._size += len(chunk)
+        self._writer.write(data[start:end])
 
     def _part_end(self) -> None:
-        if self._out is None or self._path is None:
+        if self._writer is None:
             raise MalformedMultipartError("A part ended that never began.")
-        self._out.close()
-        self._out = None
         headers = dict(self._headers)
-        name = _filename(headers) or f"part-{len(self.parts) + 1}"
-        spooled = SpooledFile(self._path, self._digest.hexdigest(), self._size, name)
-        self.parts.append(Part(headers, spooled))
+        self._writer.name = _filename(headers) or self._writer.name
+        self.parts.append(Part(headers, self._writer.close()))
+        self._writer = None
 
     def _end(self) -> None:
         self.ended = True
 
     def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        """Drop the file of a part the body never finished."""
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None

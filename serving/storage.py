@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from pipelines.errors import StorageFullError
 
-__all__ = ["InstanceStore", "SpooledFile"]
+__all__ = ["InstanceStore", "SpoolWriter", "SpooledFile"]
 
 _CHUNK = 1024 * 1024
 
@@ -38,6 +38,32 @@ class SpooledFile:
     sha256: str
     size_bytes: int
     name: str
+
+
+class SpoolWriter:
+    """One incoming object being written to a temporary file in ``folder`` and hashed."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        fd, path = tempfile.mkstemp(dir=folder, prefix="in-")
+        self._out: BinaryIO = os.fdopen(fd, "wb")
+        self.path = Path(path)
+        self.name = name
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+        self._digest.update(chunk)
+        self._size += len(chunk)
+
+    def close(self) -> SpooledFile:
+        """The finished file, named by ``name`` (which may be set until now)."""
+        self._out.close()
+        return SpooledFile(self.path, self._digest.hexdigest(), self._size, self.name)
+
+    def discard(self) -> None:
+        self._out.close()
+        self.path.unlink(missing_ok=True)
 
 
 class InstanceStore:
@@ -72,42 +98,16 @@ class InstanceStore:
             shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
-    def new_spool(folder: Path) -> tuple[BinaryIO, Path]:
-        """An open temporary file in ``folder`` (caller closes it)."""
-        fd, name = tempfile.mkstemp(dir=folder, prefix="in-")
-        return os.fdopen(fd, "wb"), Path(name)
-
-    def spool(self, chunks: Iterable[bytes], name: str, folder: Path) -> SpooledFile:
+    def spool(chunks: Iterable[bytes], name: str, folder: Path) -> SpooledFile:
         """Write ``chunks`` to a temporary file in ``folder``, hashing as it goes."""
-        out, path = self.new_spool(folder)
-        digest, size = hashlib.sha256(), 0
+        writer = SpoolWriter(folder, name)
         try:
-            with out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
+            for chunk in chunks:
+                writer.write(chunk)
         except BaseException:
-            path.unlink(missing_ok=True)
+            writer.discard()
             raise
-        return SpooledFile(path, digest.hexdigest(), size, name)
-
-    async def spool_async(
-        self, chunks: AsyncIterator[bytes], name: str, folder: Path
-    ) -> SpooledFile:
-        """:meth:`spool` for an async byte stream."""
-        out, path = self.new_spool(folder)
-        digest, size = hashlib.sha256(), 0
-        try:
-            with out:
-                async for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return SpooledFile(path, digest.hexdigest(), size, name)
+        return writer.close()
 
     def instance_path(self, tenant_id: str, sha256: str) -> Path:
         return self.root / "instances" / tenant_id / sha256[:2] / sha256
