@@ -174,7 +174,14 @@ def get_result(
     """The result JSON of the study's latest analysis (published schema, ``schema_version``)."""
     with services.auditor.audited(audit_entry(principal, request, "result.read", study_uid)):
         job = _ended_job(session, principal, study_uid)
-        return Response(job.result_json or "", media_type="application/json")
+        if not job.result_json:  # the worker died on every attempt: the job's reasons say so
+            raise ResultObjectNotFoundError(
+                f"The analysis ended {job.status} without a result; see the job's reasons.",
+                job_id=job.id,
+                status=job.status,
+                reasons=job.reasons,
+            )
+        return Response(job.result_json, media_type="application/json")
 
 
 @router.get(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from serving import jobs
+from serving.db import utcnow
+from serving.models import Job, JobStatus
 from serving.settings import Settings
 from serving.worker import Worker
 from tests.serving.conftest import Tenant, multipart_files
@@ -53,3 +57,27 @@ def test_upload_is_stored_queued_then_analysed_with_every_result(
     assert fhir.status_code == 200
     assert fhir.headers["content-type"].startswith("application/fhir+json")
     assert fhir.json()["resourceType"] == "Bundle"
+
+
+def test_a_job_whose_worker_died_on_every_attempt_has_no_result_but_says_why(
+    client: TestClient, hospital: Tenant, study_files: list[Path]
+) -> None:
+    body = client.post(
+        "/v1/studies", files=multipart_files(study_files), headers=hospital.headers
+    ).json()
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.db.session() as session:
+        job = session.get(Job, body["job_id"])
+        job.status, job.attempts = JobStatus.RUNNING, 3
+        job.lease_expires_at = utcnow() - timedelta(seconds=1)
+    with services.db.session() as session:
+        assert jobs.reclaim_expired(session, max_attempts=3) == 1
+
+    response = client.get(
+        f"/v1/studies/{body['study_instance_uid']}/result", headers=hospital.headers
+    )
+    assert response.status_code == 404
+    error = response.json()
+    assert error["code"] == "result.no_object"
+    assert error["detail"]["status"] == "failed"
+    assert [r["code"] for r in error["detail"]["reasons"]] == ["job.retries_exhausted"]
