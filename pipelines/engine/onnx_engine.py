@@ -125,9 +125,9 @@ class OnnxEngineConfig(BaseModel):
             as installed (:func:`select_providers`).
         threads: intra-op CPU threads (``None``: ONNX Runtime's default, one per core).
         spin_wait: let idle intra-op threads busy-wait for the next operator (ONNX Runtime's
-            own default). Off here: between windows the stitching runs on the calling thread,
-            and on a machine shared with other work a spinning thread takes a core that others
-            need (``benchmarks/RESULTS.md``).
+            own default). On the 2-core machine it was 10 % faster at a load average of 1.7, and
+            slower under heavy contention (load 5 and more): turn it off on a server whose
+            cores are busy with other work (``benchmarks/RESULTS.md``).
         graph_optimization: ``None`` uses the level the exporter kept (model metadata).
         tta_flip_axes: test-time augmentation: every combination of flips over these spatial
             axes (0 = k, 1 = j, 2 = i) is run and the logits averaged; costs ``2 ** len`` times
@@ -138,7 +138,7 @@ class OnnxEngineConfig(BaseModel):
 
     providers: tuple[str, ...] | None = None
     threads: int | None = Field(default=None, ge=1)
-    spin_wait: bool = False
+    spin_wait: bool = True
     graph_optimization: GraphOptimization | None = None
     tta_flip_axes: tuple[int, ...] = ()
 
@@ -191,7 +191,7 @@ class OrtSession:
         *,
         graph_optimization: GraphOptimization = GraphOptimization.ALL,
         threads: int | None = None,
-        spin_wait: bool = False,
+        spin_wait: bool = True,
         providers: Sequence[str] | None = None,
     ) -> None:
         options = ort.SessionOptions()
