@@ -56,7 +56,6 @@ class LossName(StrEnum):
 
     DICE_FOCAL = "dice_focal"
     DICE_CE = "dice_ce"
-    LESION_DICE_FOCAL = "lesion_dice_focal"
 
 
 class TrainingConfig(_Strict):
