@@ -56,6 +56,7 @@ class LossName(StrEnum):
 
     DICE_FOCAL = "dice_focal"
     DICE_CE = "dice_ce"
+    DICE_CE_BATCH = "dice_ce_batch"
 
 
 class TrainingConfig(_Strict):

@@ -60,17 +60,20 @@ def sphere_volume_ml(diameter_mm: float) -> float:
 def rasterise_spheres(
     lesions: Sequence[Lesion], shape: tuple[int, int, int], affine_lps: np.ndarray
 ) -> np.ndarray:
-    """A uint8 ``(k, j, i)`` mask with 1 in every voxel whose centre lies in a lesion's sphere.
+    """A uint8 ``(k, j, i)`` label: voxels whose centre lies in the n-th lesion's sphere are n.
 
-    Used where a dataset gives lesions as points and diameters (LUNA16). Spheres outside the
-    grid are clipped; voxel size and direction come from ``affine_lps``.
+    Used where a dataset gives lesions as points and diameters (LUNA16, review feedback). Each
+    lesion keeps its own instance number (1-based in the order given, wrapping after 255), as
+    the synthetic generator's labels do, so training can draw lesions rather than voxels; where
+    spheres overlap the later one wins. Spheres outside the grid are clipped; voxel size and
+    direction come from ``affine_lps``.
     """
     mask = np.zeros(shape, np.uint8)
     inverse = np.linalg.inv(affine_lps)
     # half-extent of a 1 mm radius along each voxel axis, in voxels
     reach = np.linalg.norm(inverse[:3, :3], axis=1)
     sizes = np.array([shape[2], shape[1], shape[0]])
-    for lesion in lesions:
+    for number, lesion in enumerate(lesions):
         radius = lesion.diameter_mm / 2.0
         centre_ijk = inverse[:3, :3] @ np.asarray(lesion.center_lps_mm) + inverse[:3, 3]
         low = np.maximum(np.floor(centre_ijk - radius * reach).astype(int), 0)
@@ -82,5 +85,5 @@ def rasterise_spheres(
         lps = ijk @ affine_lps[:3, :3].T + affine_lps[:3, 3]
         inside = np.linalg.norm(lps - np.asarray(lesion.center_lps_mm), axis=-1) <= radius
         box = mask[low[2] : high[2], low[1] : high[1], low[0] : high[0]]
-        box[inside] = 1
+        box[inside] = number % 255 + 1
     return mask

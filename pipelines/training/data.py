@@ -1,8 +1,9 @@
 """Training data from the ``prepare`` cache: balanced patches with augmentation.
 
 Each item of :class:`PatchDataset` is one cached case, cut into ``patches_per_case`` patches of
-the bundle's patch size, a ``positive_fraction`` share of them centred on lesion voxels (MONAI
-``RandCropByPosNegLabeld``; a case without lesions gives background patches only). A loader
+the bundle's patch size, a ``positive_fraction`` share of them centred on a lesion, each lesion
+as likely as any other, and the rest on background inside the region inference covers
+(:mod:`pipelines.training.sampling`; a case without lesions gives background patches only). A loader
 batch of ``batch_size`` cases therefore holds ``batch_size * patches_per_case`` patches.
 
 Randomness is a pure function of ``(seed, epoch, case index)``: the transform chain is reseeded
@@ -12,7 +13,6 @@ for every item, so results do not depend on worker count or on where a run was r
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,26 +109,30 @@ def _augmentations(config: AugmentationConfig) -> list[Any]:
 
 
 def build_train_transform(bundle: Bundle) -> Any:
-    """The MONAI dictionary chain: pad, balanced crops, augmentations, float32 tensors.
+    """The MONAI dictionary chain: pad, lesion-balanced crops, augmentations, float32 tensors.
 
-    Input: ``{"image": [1, k, j, i], "label": [1, k, j, i]}``; output: a list of
-    ``patches_per_case`` such dicts of the bundle's patch size.
+    Input: ``{"image": [1, k, j, i], "label": [1, k, j, i]}`` with the label's lesion instance
+    numbers; output: a list of ``patches_per_case`` such dicts of the bundle's patch size, the
+    label a 0/1 mask.
     """
-    from monai.transforms import Compose, EnsureTyped, RandCropByPosNegLabeld, SpatialPadd
+    from monai.transforms import AsDiscreted, Compose, EnsureTyped, SpatialPadd
+
+    from pipelines.training.sampling import RandCropByLesiond
 
     keys = ["image", "label"]
     training = bundle.training
     return Compose(
         [
             SpatialPadd(keys, spatial_size=bundle.patch_size_kji),
-            RandCropByPosNegLabeld(
+            RandCropByLesiond(
                 keys,
-                label_key="label",
                 spatial_size=bundle.patch_size_kji,
-                pos=training.positive_fraction,
-                neg=1.0 - training.positive_fraction,
                 num_samples=training.patches_per_case,
+                pos_fraction=training.positive_fraction,
+                preprocess=bundle.preprocess,
+                lung_crop=bundle.inference.lung_crop,
             ),
+            AsDiscreted("label", threshold=0.5),
             *_augmentations(bundle.augmentation),
             EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False),
         ]
@@ -155,13 +159,11 @@ class PatchDataset(Dataset[list[dict[str, torch.Tensor]]]):
         case = load_prepared_case(self.paths[index])
         item = {
             "image": case["image"][None].astype(np.float32),
-            "label": (case["label"][None] > 0).astype(np.float32),
+            "label": case["label"][None].astype(np.float32),
         }
         rng = np.random.default_rng([self.seed, self.epoch, index])
         self.transform.set_random_state(seed=int(rng.integers(_MAX_SEED)))
-        with warnings.catch_warnings():  # a lesion-free case gives background patches only
-            warnings.filterwarnings("ignore", message="Num foregrounds 0")
-            patches: list[dict[str, torch.Tensor]] = self.transform(item)
+        patches: list[dict[str, torch.Tensor]] = self.transform(item)
         return patches
 
 

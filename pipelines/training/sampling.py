@@ -1,0 +1,123 @@
+"""Where patches are cut: each lesion as likely as any other, background where inference runs.
+
+MONAI's ``RandCropByPosNegLabeld`` centres a positive patch on a foreground voxel drawn
+uniformly, so a lesion's share of positive patches grows with its volume: a 30 mm nodule has
+1,000 times the voxels of a 3 mm one, and with the synthetic generator's log-uniform sizes the
+nodules under 10 mm (half of them) were almost never the centre of a patch. The reference model
+trained that way found none of them. :class:`RandCropByLesiond` first draws a lesion uniformly
+(lesions are the label's instance numbers, as ``basira prepare`` writes them), then a voxel of it.
+
+Background patches are centred on a non-lesion voxel inside the box that inference covers
+(:func:`~pipelines.transforms.lung_box` with the bundle's ``inference.lung_crop``): windows outside
+it are never run in production, so patches of outside air or abdomen teach nothing that is used,
+while lung vessels, the look-alikes behind most false positives, are inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from monai.transforms import MapTransform, Randomizable
+
+from pipelines.transforms import LungCropConfig, PreprocessConfig, lung_box
+
+_DRAWS_PER_BACKGROUND = 32
+
+
+class RandCropByLesiond(Randomizable, MapTransform):
+    """``num_samples`` crops of ``spatial_size`` of the ``keys`` of a dict (each ``[c, k, j, i]``).
+
+    Each crop is centred on a lesion with probability ``pos_fraction`` (a lesion drawn uniformly
+    among the label's nonzero values, then one of its voxels), otherwise on a voxel with label 0
+    inside the lung box of the image (the whole image when no box is found or the crop is off).
+    A case without lesions gives background crops only. Crops are shifted to lie inside the
+    image, which must be at least ``spatial_size`` (pad it first). The draws read ``"label"``
+    (instance numbers) and ``"image"`` (network input in ``[0, 1]``). Returns a list of dicts
+    with the same keys; the label keeps its instance numbers.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[Hashable],
+        *,
+        spatial_size: Sequence[int],
+        num_samples: int,
+        pos_fraction: float,
+        preprocess: PreprocessConfig,
+        lung_crop: LungCropConfig,
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        if not 0.0 <= pos_fraction <= 1.0:
+            raise ValueError(f"pos_fraction must be in [0, 1], got {pos_fraction}")
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.num_samples = num_samples
+        self.pos_fraction = pos_fraction
+        self.preprocess = preprocess
+        self.lung_crop = lung_crop
+
+    def randomize(self, data: Any = None) -> None:
+        """Unused: the draws depend on the case, so :meth:`__call__` makes them from ``self.R``."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        label = np.asarray(data["label"])[0]
+        shape = label.shape
+        if any(s < p for s, p in zip(shape, self.spatial_size, strict=True)):
+            raise ValueError(f"image {shape} is smaller than the patch {self.spatial_size}")
+        lesion_voxels = _voxels_by_lesion(label)
+        background = self._background_box(np.asarray(data["image"])[0])
+        crops = []
+        for _ in range(self.num_samples):
+            if lesion_voxels and self.R.random_sample() < self.pos_fraction:
+                voxels = lesion_voxels[int(self.R.randint(len(lesion_voxels)))]
+                centre = voxels[int(self.R.randint(len(voxels)))]
+            else:
+                centre = self._background_centre(label, background)
+            crops.append(self._crop(data, centre, shape))
+        return crops
+
+    def _background_box(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(start_kji, stop_kji)`` of where background centres are drawn."""
+        box = lung_box(image, self.preprocess, self.lung_crop) if self.lung_crop.enabled else None
+        if box is None:
+            return np.zeros(3, int), np.asarray(image.shape)
+        start_ijk, stop_ijk = box
+        return np.asarray(start_ijk[::-1]), np.asarray(stop_ijk[::-1])
+
+    def _background_centre(
+        self, label: np.ndarray, box: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """A uniform voxel of ``box`` with label 0 (the last draw if every draw hit a lesion)."""
+        start, stop = box
+        centre = start
+        for _ in range(_DRAWS_PER_BACKGROUND):
+            centre = self.R.randint(start, stop)
+            if label[tuple(centre)] == 0:
+                break
+        return np.asarray(centre)
+
+    def _crop(
+        self, data: Mapping[Hashable, Any], centre: np.ndarray, shape: tuple[int, ...]
+    ) -> dict[Hashable, Any]:
+        size = np.asarray(self.spatial_size)
+        start = np.clip(np.asarray(centre) - size // 2, 0, np.asarray(shape) - size)
+        spans = (slice(int(a), int(a + s)) for a, s in zip(start, size, strict=True))
+        window = (slice(None), *spans)
+        crop = dict(data)
+        for key in self.key_iterator(crop):
+            crop[key] = data[key][window]
+        return crop
+
+
+def _voxels_by_lesion(label: np.ndarray) -> list[np.ndarray]:
+    """The ``(k, j, i)`` voxels of each lesion instance (nonzero label value), as ``[n, 3]``."""
+    flat = np.flatnonzero(label)
+    if flat.size == 0:
+        return []
+    values = label.ravel()[flat]
+    order = np.argsort(values, kind="stable")
+    flat, values = flat[order], values[order]
+    bounds = np.flatnonzero(np.diff(values)) + 1
+    coords = np.stack(np.unravel_index(flat, label.shape), axis=1)
+    return list(np.split(coords, bounds))

@@ -1,0 +1,98 @@
+"""Where patches are cut: lesions drawn by lesion, not by voxel; background where inference runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.training.sampling import RandCropByLesiond
+from pipelines.transforms import LungCropConfig, PreprocessConfig, lung_box
+
+PREPROCESS = PreprocessConfig(target_spacing_mm=(1.0, 1.0, 1.0))
+PATCH = (8, 8, 8)
+
+
+def _sampler(pos_fraction: float, num_samples: int, **kwargs: object) -> RandCropByLesiond:
+    sampler = RandCropByLesiond(
+        ["image", "label", "position"],
+        spatial_size=PATCH,
+        num_samples=num_samples,
+        pos_fraction=pos_fraction,
+        preprocess=PREPROCESS,
+        lung_crop=LungCropConfig(**kwargs),  # type: ignore[arg-type]
+    )
+    sampler.set_random_state(seed=0)
+    return sampler
+
+
+def _case(shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """A chest-like image in [0, 1]: air outside, a body block, two enclosed air 'lungs'.
+
+    ``position`` holds each voxel's (k, j, i), so a crop's centre can be read back from it.
+    """
+    image = np.zeros(shape, np.float32)
+    image[4:-4, 8:-8, 8:-8] = 0.7  # soft tissue, about -20 HU in the -1000..400 window
+    image[8:-8, 16:-16, 14:38] = 0.1  # right lung, about -860 HU
+    image[8:-8, 16:-16, -38:-14] = 0.1  # left lung
+    position = np.stack(np.indices(shape), axis=0).astype(np.float32)
+    return {
+        "image": image[None],
+        "label": np.zeros((1, *shape), np.float32),
+        "position": position,
+    }
+
+
+def _centre(crop: dict[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(crop["position"]).reshape(3, -1).mean(axis=1)
+
+
+def test_each_lesion_is_drawn_as_often_whatever_its_size() -> None:
+    case = _case((48, 96, 120))
+    case["label"][0, 10:30, 20:40, 20:40] = 1  # 8,000 voxels
+    case["label"][0, 40, 70, 90] = 2  # one voxel
+    crops = _sampler(pos_fraction=1.0, num_samples=400)(case)
+    small = np.mean([bool((np.asarray(c["label"]) == 2).any()) for c in crops])
+    large = np.mean([bool((np.asarray(c["label"]) == 1).any()) for c in crops])
+    # drawn by voxel (MONAI's RandCropByPosNegLabeld) the one-voxel lesion would be 1 in 8,001
+    assert 0.4 < small < 0.6
+    assert 0.4 < large < 0.6
+    assert all(np.asarray(c["label"]).any() for c in crops)
+
+
+def test_background_patches_are_centred_inside_the_box_inference_covers() -> None:
+    case = _case((48, 96, 120))
+    box = lung_box(case["image"][0], PREPROCESS, LungCropConfig())
+    assert box is not None
+    start_kji, stop_kji = np.asarray(box[0][::-1]), np.asarray(box[1][::-1])
+    assert (stop_kji - start_kji < (48, 96, 120)).any()  # the box is smaller than the image
+    crops = _sampler(pos_fraction=0.0, num_samples=200)(case)
+    centres = np.array([_centre(c) for c in crops])
+    half = np.asarray(PATCH) // 2
+    assert (centres >= start_kji - half).all() and (centres <= stop_kji + half).all()
+    assert all(c["image"].shape == (1, *PATCH) for c in crops)
+
+
+def test_without_the_lung_crop_background_spans_the_whole_image() -> None:
+    case = _case((48, 96, 120))
+    crops = _sampler(pos_fraction=0.0, num_samples=300, enabled=False)(case)
+    centres = np.array([_centre(c) for c in crops])
+    assert centres[:, 2].min() < 8 and centres[:, 2].max() > 120 - 8
+
+
+def test_background_centres_avoid_lesions_and_a_case_without_lesions_gives_background() -> None:
+    case = _case((48, 96, 120))
+    crops = _sampler(pos_fraction=1.0, num_samples=20)(case)
+    assert not any(np.asarray(c["label"]).any() for c in crops)
+    case["label"][0, :, 16:-16, 14:38] = 3  # a lesion filling the right lung
+    crops = _sampler(pos_fraction=0.0, num_samples=100)(case)
+    labels_at_centre = [
+        np.asarray(c["label"])[0, PATCH[0] // 2, PATCH[1] // 2, PATCH[2] // 2] for c in crops
+    ]
+    assert np.mean(np.asarray(labels_at_centre) == 0) > 0.95
+
+
+def test_an_image_smaller_than_the_patch_is_refused() -> None:
+    case = _case((48, 96, 120))
+    small = {key: value[:, :4] for key, value in case.items()}
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        _sampler(pos_fraction=0.5, num_samples=2)(small)
