@@ -69,6 +69,9 @@ class TrainingConfig(_Strict):
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     loss: LossName = LossName.DICE_FOCAL
+    #: start the network predicting this lesion probability everywhere (``None``: the
+    #: framework's initialisation); see :func:`pipelines.networks.set_output_prior`.
+    output_prior: float | None = Field(default=None, gt=0, lt=1)
     seed: int = 0
     early_stopping_patience: int = Field(default=3, ge=1)
     validate_every: int = Field(default=5, ge=1)

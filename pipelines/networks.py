@@ -133,3 +133,34 @@ def build_network(name: str, kwargs: Mapping[str, Any] | None = None) -> nn.Modu
         raise ConfigError(
             f"Network '{name}' refuses its kwargs {sorted(kwargs or {})}: {exc}", network=name
         ) from exc
+
+
+def set_output_prior(model: nn.Module, probability: float) -> None:
+    """Start ``model`` predicting ``probability`` everywhere: the bias of its last convolution
+    (the one producing the single logit channel) becomes ``logit(probability)``.
+
+    Lesion voxels are a fraction of a percent of every patch; a network that starts at 0.5
+    spends its first hundreds of steps learning that, while its false-positive mass swamps the
+    Dice denominator. RetinaNet's prior initialisation (Lin et al., 2017) starts it near the
+    base rate instead.
+
+    Raises:
+        ValueError: ``probability`` is not in (0, 1), or the model has no convolution with one
+            output channel and a bias.
+    """
+    import torch
+    from torch import nn as torch_nn
+
+    if not 0.0 < probability < 1.0:
+        raise ValueError(f"output prior must be in (0, 1), got {probability}")
+    convolutions = (torch_nn.Conv3d, torch_nn.ConvTranspose3d)
+    last = [
+        module
+        for module in model.modules()
+        if isinstance(module, convolutions) and module.out_channels == 1
+    ]
+    if not last or last[-1].bias is None:
+        raise ValueError("the model has no one-channel output convolution with a bias")
+    with torch.no_grad():
+        last[-1].bias.fill_(math.log(probability / (1.0 - probability)))
+

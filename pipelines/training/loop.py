@@ -28,7 +28,7 @@ from pipelines.bundle import Bundle, flatten_bundle, preprocessing_hash, write_b
 from pipelines.datasets.manifest import Split
 from pipelines.engine.torch_engine import TorchEngine, torch_threads
 from pipelines.evaluation.inference import LoadedCase
-from pipelines.networks import build_network
+from pipelines.networks import build_network, set_output_prior
 from pipelines.tracking import NullTracker, Tracker, data_version
 from pipelines.training.checkpoint import (
     BEST_WEIGHTS_NAME,
@@ -167,12 +167,16 @@ def _prepare(bundle: Bundle, options: TrainOptions, context: DistContext) -> _Ru
 
 
 def _components(bundle: Bundle, context: DistContext) -> dict[str, Any]:
-    """Seeded model, AdamW, cosine schedule to 1 % of ``lr``, AMP scaler (active on CUDA)."""
+    """Seeded model (with the recipe's output prior, if any), AdamW, cosine schedule to 1 % of
+    ``lr``, AMP scaler (active on CUDA)."""
     from monai.utils import set_determinism
 
     training = bundle.training
     set_determinism(seed=training.seed)
-    model = build_network(bundle.network.name, bundle.network.kwargs).to(context.device)
+    model = build_network(bundle.network.name, bundle.network.kwargs)
+    if training.output_prior is not None:
+        set_output_prior(model, training.output_prior)
+    model = model.to(context.device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=training.lr, weight_decay=training.weight_decay
     )

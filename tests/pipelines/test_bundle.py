@@ -47,6 +47,7 @@ def test_bundle_round_trips_through_yaml(tmp_path: Path) -> None:
     [
         ("name: x\nversion: '1'\ntraining: {lr: -1}\n", "training.lr"),
         ("name: x\nversion: '1'\ntraining: {epochz: 3}\n", "training.epochz"),
+        ("name: x\nversion: '1'\ntraining: {output_prior: 1.0}\n", "training.output_prior"),
         ("name: x\nversion: '1'\nnetwork: {name: resnet9}\n", "network"),
         ("name: x\nversion: '1'\npatch_size_kji: [60, 64, 64]\n", "multiples of 16"),
         ("name: x\nversion: '1'\npreprocess: {window_hu: [400, -1000]}\n", "preprocess"),

@@ -44,19 +44,25 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PreparedIn
 
 
 def tiny_bundle(**training: Any) -> Bundle:
-    """A bundle that trains in about a second per epoch on the tiny dataset."""
+    """A bundle that trains in about a second per epoch on the tiny dataset, with the reference
+    recipe's loss, output prior and batch norm."""
     return Bundle.model_validate(
         {
             "name": "tiny",
             "version": "0",
             "preprocess": PREPROCESS.model_dump(mode="json"),
-            "network": {"name": "unet_small", "kwargs": {"channels": [4, 8, 16, 32]}},
+            "network": {
+                "name": "unet_small",
+                "kwargs": {"channels": [4, 8, 16, 32], "norm": "batch"},
+            },
             "patch_size_kji": [32, 32, 32],
             "training": {
                 "epochs": 2,
                 "batch_size": 1,
                 "patches_per_case": 2,
                 "lr": 0.01,
+                "loss": "dice_ce_batch",
+                "output_prior": 0.01,
                 "validate_every": 1,
                 **training,
             },
