@@ -7,13 +7,18 @@ that the study holds a lesion), the study operating point for a target sensitivi
 on the *calibrated* study probability), and what they were fit on (data folder, split, content
 hash, counts). The bundle's ``calibration`` field names the file and ``operating_point`` repeats
 the threshold, so serving reads both from the bundle.
+
+Optionally the findings threshold (the probability a voxel needs to belong to a finding) is
+chosen on the same split first: the one of the candidates with the best CPM, recorded with every
+candidate's CPM and written to the bundle's ``findings.threshold``; the calibrators are then fit
+on the findings at that threshold.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -21,10 +26,11 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.bundle import Bundle, load_bundle
+from pipelines.bundle import Bundle, load_bundle, write_bundle
 from pipelines.errors import ConfigError, InputNotFoundError
 from pipelines.evaluation.calibration import CalibrationMethod, Calibrator, fit_calibrator
 from pipelines.evaluation.classification import operating_point_for_sensitivity
+from pipelines.evaluation.froc import compute_froc
 from pipelines.evaluation.predictions import DataInfo
 from pipelines.evaluation.report import CaseRecord, finding_outcomes
 from pipelines.findings import study_score
@@ -62,6 +68,14 @@ class StoredOperatingPoint(_Strict):
     specificity: float | None
 
 
+class FindingsThresholdChoice(_Strict):
+    """The findings threshold picked on the calibration split, and every candidate's CPM
+    (keys are the thresholds as text: JSON keys are strings)."""
+
+    threshold: float = Field(gt=0, le=1)
+    cpm_by_threshold: dict[str, float]
+
+
 class BundleCalibration(_Strict):
     """``calibration.json`` (see module docstring)."""
 
@@ -71,6 +85,28 @@ class BundleCalibration(_Strict):
     study: StoredCalibrator
     operating_point: StoredOperatingPoint
     fitted_on: FittedOn
+    findings_threshold: FindingsThresholdChoice | None = None
+
+
+def choose_findings_threshold(
+    records_by_threshold: Mapping[float, Sequence[CaseRecord]],
+) -> FindingsThresholdChoice:
+    """The threshold whose findings give the best CPM on their cases; on a tie the higher
+    threshold (fewer, surer findings).
+
+    Raises:
+        ValueError: no candidate threshold.
+    """
+    if not records_by_threshold:
+        raise ValueError("no candidate findings threshold")
+    cpm = {
+        threshold: compute_froc([record.detections() for record in records]).cpm
+        for threshold, records in records_by_threshold.items()
+    }
+    best = max(cpm, key=lambda threshold: (cpm[threshold], threshold))
+    return FindingsThresholdChoice(
+        threshold=best, cpm_by_threshold={f"{t:g}": value for t, value in sorted(cpm.items())}
+    )
 
 
 def fit_bundle_calibration(
@@ -78,9 +114,11 @@ def fit_bundle_calibration(
     method: CalibrationMethod,
     target_sensitivity: float,
     data: DataInfo,
+    findings_threshold: FindingsThresholdChoice | None = None,
 ) -> BundleCalibration:
     """Fit both calibrators on uncalibrated ``records`` of ``data`` and pick the study
-    operating point.
+    operating point (``findings_threshold``: how the records' findings threshold was chosen,
+    when it was).
 
     Raises:
         MissingClassError: the split lacks true or false findings, or lesion-free or lesion
@@ -114,6 +152,7 @@ def fit_bundle_calibration(
             n_findings=int(hits.size),
             n_true_findings=int(hits.sum()),
         ),
+        findings_threshold=findings_threshold,
     )
 
 
@@ -143,16 +182,36 @@ def save_calibration(bundle_path: Path, calibration: BundleCalibration) -> Bundl
     """Write ``calibration.json`` beside ``bundle_path`` and point the bundle at it.
 
     Only the bundle's top-level ``calibration`` (the file name) and ``operating_point`` (the
-    study threshold) lines change, so the reference bundle keeps its comments; the result is
-    validated and returned.
+    study threshold) lines change, and ``findings.threshold`` when the calibration chose it, so
+    the reference bundle keeps its comments (a bundle whose ``findings`` is written in flow
+    style is rewritten whole instead); the result is validated and returned.
     """
     path = bundle_path.parent / CALIBRATION_FILE
     data = calibration.model_dump(mode="json")
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    text = bundle_path.read_text(encoding="utf-8")
-    text = _set_top_level(text, "calibration", CALIBRATION_FILE)
+    original = bundle_path.read_text(encoding="utf-8")
+    text = _set_top_level(original, "calibration", CALIBRATION_FILE)
     text = _set_top_level(text, "operating_point", calibration.operating_point.threshold)
-    bundle_path.write_text(text, encoding="utf-8")
+    chosen = calibration.findings_threshold
+    if chosen is None:
+        bundle_path.write_text(text, encoding="utf-8")
+        return load_bundle(bundle_path)
+    text = _set_findings_threshold(text, chosen.threshold)
+    try:
+        edited: Bundle | None = Bundle.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError):
+        edited = None
+    if edited is not None and edited.findings.threshold == chosen.threshold:
+        bundle_path.write_text(text, encoding="utf-8")
+    else:
+        before = Bundle.model_validate(yaml.safe_load(original))
+        findings = before.findings.model_copy(update={"threshold": chosen.threshold})
+        update = {
+            "calibration": CALIBRATION_FILE,
+            "operating_point": calibration.operating_point.threshold,
+            "findings": findings,
+        }
+        write_bundle(before.model_copy(update=update), bundle_path)
     return load_bundle(bundle_path)
 
 
@@ -163,3 +222,18 @@ def _set_top_level(text: str, key: str, value: str | float) -> str:
     if pattern.search(text):
         return pattern.sub(lambda _: line, text, count=1)
     return text.rstrip("\n") + "\n" + line + "\n"
+
+
+def _set_findings_threshold(text: str, threshold: float) -> str:
+    """``text`` (YAML) with ``findings.threshold`` set (the ``findings`` block, or the key in it,
+    added when absent)."""
+    block = re.search(r"^findings:[^\n]*\n((?:[ \t]+[^\n]*\n|[ \t]*\n)*)", text, re.MULTILINE)
+    if block is None:
+        return text.rstrip("\n") + f"\nfindings:\n  threshold: {threshold}\n"
+    body = block.group(1)
+    line = re.compile(r"^([ \t]+)threshold:[^\n]*$", re.MULTILINE)
+    if line.search(body):
+        body = line.sub(lambda m: f"{m.group(1)}threshold: {threshold}", body, count=1)
+    else:
+        body = f"  threshold: {threshold}\n" + body
+    return text[: block.start(1)] + body + text[block.end(1) :]

@@ -104,6 +104,14 @@ def calibrate_command(  # noqa: PLR0913 -- typer maps each CLI option to a param
         Path | None,
         typer.Option("--out", help="Write the calibrated bundle here instead of in place."),
     ] = None,
+    findings_thresholds: Annotated[
+        str | None,
+        typer.Option(
+            "--findings-thresholds",
+            help="Comma-separated candidate findings thresholds in (0, 1]: the best CPM on the "
+            "split goes into the bundle before calibrating (default: keep the bundle's).",
+        ),
+    ] = None,
     device: DeviceOption = "cpu",
     threads: ThreadsOption = None,
 ) -> None:
@@ -115,17 +123,41 @@ def calibrate_command(  # noqa: PLR0913 -- typer maps each CLI option to a param
         calibrate_model,
     )
 
-    request = CalibrationRequest(method, target_sensitivity, out)
+    thresholds = _thresholds(findings_thresholds) if findings_thresholds else ()
+    request = CalibrationRequest(method, target_sensitivity, out, thresholds)
     with _case_progress("calibrating") as on_case:
         options = RunOptions(device=device, threads=threads, on_case=on_case)
         result = calibrate_model(bundle_file(bundle), weights, data, split, request, options)
     point = result.operating_point
+    if result.findings_threshold is not None:
+        typer.echo(
+            f"findings threshold {result.findings_threshold.threshold:g} (CPM by threshold "
+            f"{result.findings_threshold.cpm_by_threshold})"
+        )
     typer.echo(
         f"{out or bundle_file(bundle).parent}: {result.method} calibration fit on "
         f"{result.fitted_on.n_cases} {result.fitted_on.split} cases; operating point "
         f"{point.threshold:.4f} (sensitivity {point.sensitivity:.3f}, specificity "
         f"{_number(point.specificity)})"
     )
+
+
+def _thresholds(text: str) -> tuple[float, ...]:
+    """``"0.3,0.5"`` → ``(0.3, 0.5)``, or a usage error naming the bad item."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise typer.BadParameter(
+                f"'{item}' is not a number", param_hint="--findings-thresholds"
+            ) from None
+        if not 0.0 < value <= 1.0:
+            raise typer.BadParameter(
+                f"{value:g} is not in (0, 1]", param_hint="--findings-thresholds"
+            )
+        values.append(value)
+    return tuple(sorted(set(values)))
 
 
 def _number(value: float | None) -> str:

@@ -148,9 +148,30 @@ def infer_case(
     and the study probability is the calibrated study score (otherwise the raw study score).
     Dice counts compare the probability map at the findings threshold with the label.
     """
+    return record_case(case, engine.predict(case.image_kji), findings, calibration)
+
+
+def infer_case_at_thresholds(
+    engine: Engine, case: LoadedCase, findings: FindingsConfig, thresholds: Sequence[float]
+) -> dict[float, CaseRecord]:
+    """:func:`infer_case` (uncalibrated) with findings extracted at each of ``thresholds``
+    from one probability map: the network runs once, whatever the number of thresholds."""
     prob = engine.predict(case.image_kji)
+    return {
+        threshold: record_case(case, prob, findings.model_copy(update={"threshold": threshold}))
+        for threshold in thresholds
+    }
+
+
+def record_case(
+    case: LoadedCase,
+    prob_kji: np.ndarray,
+    findings: FindingsConfig,
+    calibration: BundleCalibration | None = None,
+) -> CaseRecord:
+    """The :class:`CaseRecord` of ``case`` given its probability map ``[k, j, i]``."""
     found, probability = apply_calibration(
-        extract_findings(prob, case.affine_lps, findings), calibration
+        extract_findings(prob_kji, case.affine_lps, findings), calibration
     )
     return CaseRecord(
         case_id=case.case_id,
@@ -158,5 +179,5 @@ def infer_case(
         findings=found,
         study_probability=probability,
         slice_thickness_mm=case.slice_thickness_mm,
-        dice_counts=compute_dice_counts(prob >= findings.threshold, case.label_kji),
+        dice_counts=compute_dice_counts(prob_kji >= findings.threshold, case.label_kji),
     )

@@ -9,7 +9,7 @@ on every case of a split; :func:`evaluate_model` adds the metrics (``basira eval
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,14 +19,17 @@ from pipelines.datasets.manifest import Split
 from pipelines.evaluation.calibrate import (
     BundleCalibration,
     CalibrationMethod,
+    choose_findings_threshold,
     fit_bundle_calibration,
     load_calibration,
     save_calibration,
 )
 from pipelines.evaluation.inference import (
+    LoadedCase,
     cases_of_split,
     file_sha256,
     infer_case,
+    infer_case_at_thresholds,
     load_case,
     slice_thicknesses,
     split_data_hash,
@@ -38,10 +41,16 @@ from pipelines.evaluation.predictions import (
     build_predictions,
     write_predictions,
 )
-from pipelines.evaluation.report import EvaluationConfig, evaluate_cases, write_metrics
+from pipelines.evaluation.report import (
+    CaseRecord,
+    EvaluationConfig,
+    evaluate_cases,
+    write_metrics,
+)
 
 if TYPE_CHECKING:
     from pipelines.engine.torch_engine import TorchEngine
+    from pipelines.prepare import PreparedCase
 
 
 @dataclass(frozen=True)
@@ -83,35 +92,84 @@ def predict_split(
         PreprocessMismatchError: the data was prepared otherwise than the bundle declares.
         EmptySplitError: the split has no case. CheckpointMismatchError: wrong weights.
     """
-    from pipelines.training.data import check_preprocess, read_prepared_index
-
     bundle = load_bundle(bundle_path)
-    index = read_prepared_index(data_dir)
-    check_preprocess(index, bundle)
-    cases = cases_of_split(index, split)
     calibration = load_calibration(bundle_path.parent, bundle) if calibrated else None
-    engine = load_engine(bundle, weights, options)
-    thickness = slice_thicknesses(data_dir)
+    run = _SplitRun.open(bundle, weights, data_dir, split, options)
     records = []
-    for case in cases:
-        loaded = load_case(data_dir, case, thickness.get(case.case_id))
-        records.append(infer_case(engine, loaded, bundle.findings, calibration))
-        if options.on_case is not None:
-            options.on_case(case.case_id)
-    model = ModelInfo(
-        name=bundle.name,
-        version=bundle.version,
-        weights_sha256=file_sha256(weights),
-        calibration_method=None if calibration is None else str(calibration.method),
-        operating_point=None if calibration is None else bundle.operating_point,
-    )
-    data = DataInfo(
-        path=str(data_dir),
-        split=str(split),
-        sha256=split_data_hash(data_dir, cases),
-        n_cases=len(cases),
-    )
-    return build_predictions(model, data, records)
+    for loaded in run.loaded_cases():
+        records.append(infer_case(run.engine, loaded, bundle.findings, calibration))
+    return run.predictions(records, calibration)
+
+
+def predict_split_at_thresholds(
+    bundle_path: Path,
+    weights: Path,
+    data_dir: Path,
+    split: Split,
+    thresholds: Sequence[float],
+    options: RunOptions,
+) -> dict[float, Predictions]:
+    """Uncalibrated :func:`predict_split` with findings extracted at each of ``thresholds``
+    instead of the bundle's (one network pass per case); same errors."""
+    bundle = load_bundle(bundle_path)
+    run = _SplitRun.open(bundle, weights, data_dir, split, options)
+    records: dict[float, list[CaseRecord]] = {threshold: [] for threshold in thresholds}
+    for loaded in run.loaded_cases():
+        by_threshold = infer_case_at_thresholds(run.engine, loaded, bundle.findings, thresholds)
+        for threshold, record in by_threshold.items():
+            records[threshold].append(record)
+    return {threshold: run.predictions(found, None) for threshold, found in records.items()}
+
+
+@dataclass(frozen=True)
+class _SplitRun:
+    """A bundle's engine over one split of prepared data, and how to describe its output."""
+
+    bundle: Bundle
+    weights: Path
+    data_dir: Path
+    split: Split
+    cases: list[PreparedCase]
+    engine: TorchEngine
+    options: RunOptions
+
+    @classmethod
+    def open(
+        cls, bundle: Bundle, weights: Path, data_dir: Path, split: Split, options: RunOptions
+    ) -> _SplitRun:
+        from pipelines.training.data import check_preprocess, read_prepared_index
+
+        index = read_prepared_index(data_dir)
+        check_preprocess(index, bundle)
+        cases = cases_of_split(index, split)
+        engine = load_engine(bundle, weights, options)
+        return cls(bundle, weights, data_dir, split, cases, engine, options)
+
+    def loaded_cases(self) -> Iterator[LoadedCase]:
+        """Each case read from the cache, in index order (``on_case`` called after each)."""
+        thickness = slice_thicknesses(self.data_dir)
+        for case in self.cases:
+            yield load_case(self.data_dir, case, thickness.get(case.case_id))
+            if self.options.on_case is not None:
+                self.options.on_case(case.case_id)
+
+    def predictions(
+        self, records: Sequence[CaseRecord], calibration: BundleCalibration | None
+    ) -> Predictions:
+        model = ModelInfo(
+            name=self.bundle.name,
+            version=self.bundle.version,
+            weights_sha256=file_sha256(self.weights),
+            calibration_method=None if calibration is None else str(calibration.method),
+            operating_point=None if calibration is None else self.bundle.operating_point,
+        )
+        data = DataInfo(
+            path=str(self.data_dir),
+            split=str(self.split),
+            sha256=split_data_hash(self.data_dir, self.cases),
+            n_cases=len(self.cases),
+        )
+        return build_predictions(model, data, records)
 
 
 def evaluate_predictions(
@@ -149,11 +207,16 @@ def evaluate_model(
 
 @dataclass(frozen=True)
 class CalibrationRequest:
-    """What ``basira calibrate`` fits, and where the calibrated bundle goes (None: in place)."""
+    """What ``basira calibrate`` fits, and where the calibrated bundle goes (None: in place).
+
+    ``findings_thresholds``: candidate findings thresholds, the best CPM on the split wins and
+    goes into the bundle; empty keeps the bundle's.
+    """
 
     method: CalibrationMethod
     target_sensitivity: float
     out_dir: Path | None = None
+    findings_thresholds: tuple[float, ...] = ()
 
 
 def calibrate_model(
@@ -164,16 +227,34 @@ def calibrate_model(
     request: CalibrationRequest,
     options: RunOptions,
 ) -> BundleCalibration:
-    """Fit the bundle's calibration on uncalibrated predictions of ``split`` and store it.
+    """Fit the bundle's calibration on uncalibrated predictions of ``split`` and store it,
+    after choosing the findings threshold on the same predictions when the request lists
+    candidates.
 
     Raises:
         MissingClassError: the split lacks an outcome a calibrator needs (see
             :func:`~pipelines.evaluation.calibrate.fit_bundle_calibration`), and everything
             :func:`predict_split` raises.
     """
-    predictions = predict_split(bundle_path, weights, data_dir, split, options, calibrated=False)
+    choice = None
+    if request.findings_thresholds:
+        by_threshold = predict_split_at_thresholds(
+            bundle_path, weights, data_dir, split, request.findings_thresholds, options
+        )
+        choice = choose_findings_threshold(
+            {threshold: found.records() for threshold, found in by_threshold.items()}
+        )
+        predictions = by_threshold[choice.threshold]
+    else:
+        predictions = predict_split(
+            bundle_path, weights, data_dir, split, options, calibrated=False
+        )
     calibration = fit_bundle_calibration(
-        predictions.records(), request.method, request.target_sensitivity, predictions.data
+        predictions.records(),
+        request.method,
+        request.target_sensitivity,
+        predictions.data,
+        findings_threshold=choice,
     )
     target = bundle_path
     if request.out_dir is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from pipelines.bundle import load_bundle, write_bundle
 from pipelines.cli import main
@@ -95,16 +96,12 @@ class TruthEngine:
 
 
 @pytest.fixture
-def truth_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Route every run through :class:`TruthEngine` on the data folder it is given."""
+def truth_engine(data: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route every run through :class:`TruthEngine` (the val and test folders hold the same
+    studies, prepared alike)."""
     from pipelines.evaluation import runs
 
-    def fake_predict_split(bundle_path, weights, data_dir, split, options, *, calibrated=True):
-        monkeypatch.setattr(runs, "load_engine", lambda *_: TruthEngine(data_dir))
-        return original(bundle_path, weights, data_dir, split, options, calibrated=calibrated)
-
-    original = runs.predict_split
-    monkeypatch.setattr(runs, "predict_split", fake_predict_split)
+    monkeypatch.setattr(runs, "load_engine", lambda *_: TruthEngine(data["val"]))
 
 
 def _basira(*args: str) -> subprocess.CompletedProcess[str]:
@@ -137,6 +134,7 @@ def _calibrate(bundle_dir: Path, data_dir: Path, **options: object) -> None:
             "method": "temperature",
             "target_sensitivity": 0.9,
             "out": None,
+            "findings_thresholds": None,
             "device": "cpu",
             "threads": 1,
             **options,
@@ -211,6 +209,48 @@ def test_calibrate_writes_calibration_json_and_updates_the_bundle_copy(
     assert bundle.operating_point == pytest.approx(stored.operating_point.threshold)
     assert stored.operating_point.sensitivity >= 0.9
     assert (bundle_dir / "bundle.yaml").read_text().startswith("# the tiny test model\n")
+
+
+def test_calibrate_picks_the_findings_threshold_with_the_best_val_cpm(
+    data: dict[str, Path], bundle_dir: Path, truth_engine: None
+) -> None:
+    # lesions at 0.9, one false positive a case at 0.55-0.8: 0.5 and 0.6 both rank every lesion
+    # first (CPM 1), 0.95 finds nothing; the tie goes to the higher threshold
+    _calibrate(bundle_dir, data["val"], findings_thresholds="0.95,0.5,0.6")
+    stored = BundleCalibration.model_validate_json((bundle_dir / CALIBRATION_FILE).read_text())
+    assert stored.findings_threshold is not None
+    assert stored.findings_threshold.threshold == 0.6
+    assert stored.findings_threshold.cpm_by_threshold == {"0.5": 1.0, "0.6": 1.0, "0.95": 0.0}
+    bundle = load_bundle(bundle_dir / "bundle.yaml")
+    assert bundle.findings.threshold == 0.6
+    n_lesion_cases = stored.fitted_on.n_true_findings
+    assert stored.fitted_on.n_findings == n_lesion_cases + 5  # the 0.55 false positive is out
+    assert (bundle_dir / "bundle.yaml").read_text().startswith("# the tiny test model\n")
+
+
+def test_calibrate_sets_a_flow_style_findings_threshold_by_rewriting_the_bundle(
+    data: dict[str, Path], bundle_dir: Path, truth_engine: None
+) -> None:
+    path = bundle_dir / "bundle.yaml"
+    fields = yaml.safe_load(path.read_text())
+    findings = fields.pop("findings")
+    path.write_text(yaml.safe_dump(fields, sort_keys=False) + f"findings: {json.dumps(findings)}\n")
+    _calibrate(bundle_dir, data["val"], findings_thresholds="0.5,0.6")
+    bundle = load_bundle(path)
+    assert bundle.findings.threshold == 0.6
+    assert bundle.findings.max_findings == findings["max_findings"]
+    assert bundle.calibration == CALIBRATION_FILE and bundle.operating_point is not None
+
+
+@pytest.mark.parametrize("given", ["0.2,abc", "0,0.5", "1.5"])
+def test_calibrate_refuses_bad_findings_thresholds_as_usage(
+    data: dict[str, Path], bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    args = ["--bundle", str(bundle_dir), "--weights", str(bundle_dir / "weights.pt")]
+    code = _run_main(
+        monkeypatch, "calibrate", *args, "--data", str(data["val"]), "--findings-thresholds", given
+    )
+    assert code == 2
 
 
 def test_evaluate_after_calibration_reports_confidences_at_the_operating_point(
