@@ -66,6 +66,9 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(default=4, ge=1)
     patches_per_case: int = Field(default=4, ge=1)
     positive_fraction: float = Field(default=0.5, ge=0, le=1)
+    #: share of the background patches centred on soft tissue touching lung air (vessels,
+    #: hila, pleura) rather than anywhere in the lung box; see pipelines.training.sampling.
+    hard_negative_fraction: float = Field(default=0.0, ge=0, le=1)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     loss: LossName = LossName.DICE_FOCAL

@@ -131,6 +131,7 @@ def build_train_transform(bundle: Bundle) -> Any:
                 pos_fraction=training.positive_fraction,
                 preprocess=bundle.preprocess,
                 lung_crop=bundle.inference.lung_crop,
+                hard_negative_fraction=training.hard_negative_fraction,
             ),
             AsDiscreted("label", threshold=0.5),
             *_augmentations(bundle.augmentation),

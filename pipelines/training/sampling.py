@@ -9,8 +9,11 @@ trained that way found none of them. :class:`RandCropByLesiond` first draws a le
 
 Background patches are centred on a non-lesion voxel inside the box that inference covers
 (:func:`~pipelines.transforms.lung_box` with the bundle's ``inference.lung_crop``): windows outside
-it are never run in production, so patches of outside air or abdomen teach nothing that is used,
-while lung vessels, the look-alikes behind most false positives, are inside it.
+it are never run in production, so patches of outside air or abdomen teach nothing that is used.
+A ``hard_negative_fraction`` share of them is centred instead on *soft tissue touching lung air*:
+vessels, the hila, the pleura and fissures, the look-alikes behind the false positives. Drawn
+uniformly in the box, those patches were too rare: after 30 epochs a model drawn that way still
+called thick hilar vessels nodules with a score of 1.0 in every study (study AUC 0.48).
 """
 
 from __future__ import annotations
@@ -20,10 +23,15 @@ from typing import Any
 
 import numpy as np
 from monai.transforms import MapTransform, Randomizable
+from scipy import ndimage
 
 from pipelines.transforms import LungCropConfig, PreprocessConfig, lung_box
 
 _DRAWS_PER_BACKGROUND = 32
+#: soft tissue: above this is vessel, wall or lesion density (lung parenchyma is about -850 HU)
+_TISSUE_HU = -300.0
+#: "touching lung air": within this many voxels of the coarse (every second voxel) grid
+_TOUCH_COARSE_VOXELS = 2
 
 
 class RandCropByLesiond(Randomizable, MapTransform):
@@ -47,13 +55,19 @@ class RandCropByLesiond(Randomizable, MapTransform):
         pos_fraction: float,
         preprocess: PreprocessConfig,
         lung_crop: LungCropConfig,
+        hard_negative_fraction: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, keys)
-        if not 0.0 <= pos_fraction <= 1.0:
-            raise ValueError(f"pos_fraction must be in [0, 1], got {pos_fraction}")
+        for name, value in (
+            ("pos_fraction", pos_fraction),
+            ("hard_negative_fraction", hard_negative_fraction),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.spatial_size = tuple(int(s) for s in spatial_size)
         self.num_samples = num_samples
         self.pos_fraction = pos_fraction
+        self.hard_negative_fraction = hard_negative_fraction
         self.preprocess = preprocess
         self.lung_crop = lung_crop
 
@@ -66,12 +80,18 @@ class RandCropByLesiond(Randomizable, MapTransform):
         if any(s < p for s, p in zip(shape, self.spatial_size, strict=True)):
             raise ValueError(f"image {shape} is smaller than the patch {self.spatial_size}")
         lesion_voxels = _voxels_by_lesion(label)
-        background = self._background_box(np.asarray(data["image"])[0])
+        image = np.asarray(data["image"])[0]
+        background = self._background_box(image)
+        hard: np.ndarray | None = None
         crops = []
         for _ in range(self.num_samples):
             if lesion_voxels and self.R.random_sample() < self.pos_fraction:
                 voxels = lesion_voxels[int(self.R.randint(len(lesion_voxels)))]
                 centre = voxels[int(self.R.randint(len(voxels)))]
+            elif self.R.random_sample() < self.hard_negative_fraction:
+                if hard is None:
+                    hard = self._tissue_touching_air(image, label, background)
+                centre = self._hard_centre(hard, label, background)
             else:
                 centre = self._background_centre(label, background)
             crops.append(self._crop(data, centre, shape))
@@ -96,6 +116,29 @@ class RandCropByLesiond(Randomizable, MapTransform):
             if label[tuple(centre)] == 0:
                 break
         return np.asarray(centre)
+
+    def _tissue_touching_air(
+        self, image: np.ndarray, label: np.ndarray, box: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """``[n, 3]`` (k, j, i) centres on every second voxel of ``box``: soft tissue within a
+        few millimetres of air, not lesion (vessels, hila, pleura, fissures)."""
+        start, stop = box
+        window = tuple(slice(int(a), int(b), 2) for a, b in zip(start, stop, strict=True))
+        coarse = image[window]
+        low, high = self.preprocess.window_hu
+        air = coarse < (self.lung_crop.air_threshold_hu - low) / (high - low)
+        tissue = coarse > (_TISSUE_HU - low) / (high - low)
+        near_air = ndimage.binary_dilation(air, iterations=_TOUCH_COARSE_VOXELS)
+        found = np.argwhere(tissue & near_air & (label[window] == 0))
+        return found * 2 + start
+
+    def _hard_centre(
+        self, hard: np.ndarray, label: np.ndarray, box: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """A uniform hard-negative centre, or a plain background one when the case has none."""
+        if len(hard) == 0:
+            return self._background_centre(label, box)
+        return np.asarray(hard[int(self.R.randint(len(hard)))])
 
     def _crop(
         self, data: Mapping[Hashable, Any], centre: np.ndarray, shape: tuple[int, ...]

@@ -62,6 +62,7 @@ def tiny_bundle(**training: Any) -> Bundle:
                 "patches_per_case": 2,
                 "lr": 0.01,
                 "loss": "dice_ce_batch",
+                "hard_negative_fraction": 0.5,
                 "output_prior": 0.01,
                 "validate_every": 1,
                 **training,

@@ -12,7 +12,9 @@ PREPROCESS = PreprocessConfig(target_spacing_mm=(1.0, 1.0, 1.0))
 PATCH = (8, 8, 8)
 
 
-def _sampler(pos_fraction: float, num_samples: int, **kwargs: object) -> RandCropByLesiond:
+def _sampler(
+    pos_fraction: float, num_samples: int, hard_negative_fraction: float = 0.0, **kwargs: object
+) -> RandCropByLesiond:
     sampler = RandCropByLesiond(
         ["image", "label", "position"],
         spatial_size=PATCH,
@@ -20,6 +22,7 @@ def _sampler(pos_fraction: float, num_samples: int, **kwargs: object) -> RandCro
         pos_fraction=pos_fraction,
         preprocess=PREPROCESS,
         lung_crop=LungCropConfig(**kwargs),  # type: ignore[arg-type]
+        hard_negative_fraction=hard_negative_fraction,
     )
     sampler.set_random_state(seed=0)
     return sampler
@@ -96,3 +99,45 @@ def test_an_image_smaller_than_the_patch_is_refused() -> None:
     small = {key: value[:, :4] for key, value in case.items()}
     with pytest.raises(ValueError, match="smaller than the patch"):
         _sampler(pos_fraction=0.5, num_samples=2)(small)
+
+
+def _vessel(case: dict[str, np.ndarray]) -> None:
+    """A soft-tissue rod (a vessel) through the middle of the right lung, along k."""
+    case["image"][0, 8:-8, 46:50, 24:28] = 0.75
+
+
+def _touches_air(image: np.ndarray, centre: np.ndarray) -> bool:
+    """Whether the voxel a crop was centred on (its mean position + 0.5: an even patch) is soft
+    tissue with air within 4 voxels."""
+    k, j, i = (int(v + 0.5) for v in centre)
+    around = image[max(k - 4, 0) : k + 5, max(j - 4, 0) : j + 5, max(i - 4, 0) : i + 5]
+    return bool(image[k, j, i] > 0.5 and (around < 0.3).any())
+
+
+def test_hard_negatives_are_centred_on_tissue_touching_lung_air() -> None:
+    case = _case((48, 96, 120))
+    _vessel(case)
+    crops = _sampler(pos_fraction=0.0, num_samples=1000, hard_negative_fraction=1.0)(case)
+    centres = np.array([_centre(c) for c in crops])
+    assert all(_touches_air(case["image"][0], c) for c in centres)
+    on_vessel = (np.abs(centres[:, 1] - 47) <= 3) & (np.abs(centres[:, 2] - 25) <= 3)
+    assert on_vessel.any()  # the vessel, not only the lungs' walls
+    uniform = np.array([_centre(c) for c in _sampler(0.0, 200)(case)])
+    assert np.mean([_touches_air(case["image"][0], c) for c in uniform]) < 0.5
+
+
+def test_hard_negatives_avoid_lesions_and_fall_back_without_lung_air() -> None:
+    case = _case((48, 96, 120))
+    _vessel(case)
+    case["label"][0, 8:-8, 46:50, 24:28] = 1  # the rod is a lesion now, not a look-alike
+    crops = _sampler(pos_fraction=0.0, num_samples=100, hard_negative_fraction=1.0)(case)
+    assert not any(np.asarray(c["label"])[0, 4, 4, 4] for c in crops)
+    solid = _case((48, 96, 120))
+    solid["image"][0] = 0.7  # no air anywhere: no hard negative to draw, plain background
+    crops = _sampler(0.0, 20, hard_negative_fraction=1.0, enabled=False)(solid)
+    assert len(crops) == 20
+
+
+def test_fractions_outside_zero_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="hard_negative_fraction"):
+        _sampler(pos_fraction=0.5, num_samples=2, hard_negative_fraction=1.5)
