@@ -112,8 +112,11 @@ def _training(card: CardInputs) -> str:
         "## Training\n",
         "- Data: the project's synthetic chest-CT generator (`basira synth`, `dvc repro`); "
         "patient-level train/validation split (`params.yaml`). No real patient data.",
-        f"- Recipe: {t.loss} loss, lr {t.lr:g}, {t.patches_per_case} patches per case "
-        f"({t.positive_fraction:.0%} centred on a lesion), seed {t.seed}.",
+        f"- Recipe: {t.loss} loss, lr {t.lr:g}, {t.batch_size} case(s) × "
+        f"{t.patches_per_case} patches per step ({t.positive_fraction:.0%} centred on a lesion, "
+        f"{t.hard_negative_fraction:.0%} of the rest on vessels, hila and pleura), "
+        + (f"output prior {t.output_prior:g}, " if t.output_prior is not None else "")
+        + f"seed {t.seed}.",
         f"- Ran {len(history)} epoch(s) in {seconds / 60:.1f} min"
         + (f", {sum(rates) / len(rates):.2f} patches/s on average" if rates else "")
         + (f", on {card.trained_on}" if card.trained_on else "")
