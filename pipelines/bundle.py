@@ -57,6 +57,7 @@ class LossName(StrEnum):
     DICE_FOCAL = "dice_focal"
     DICE_CE = "dice_ce"
     DICE_CE_BATCH = "dice_ce_batch"
+    LESION_DICE_CE = "lesion_dice_ce"
 
 
 class TrainingConfig(_Strict):

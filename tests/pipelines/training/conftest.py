@@ -61,7 +61,7 @@ def tiny_bundle(**training: Any) -> Bundle:
                 "batch_size": 1,
                 "patches_per_case": 2,
                 "lr": 0.01,
-                "loss": "dice_ce_batch",
+                "loss": "lesion_dice_ce",
                 "hard_negative_fraction": 0.5,
                 "output_prior": 0.01,
                 "validate_every": 1,
