@@ -163,4 +163,3 @@ def set_output_prior(model: nn.Module, probability: float) -> None:
         raise ValueError("the model has no one-channel output convolution with a bias")
     with torch.no_grad():
         last[-1].bias.fill_(math.log(probability / (1.0 - probability)))
-
