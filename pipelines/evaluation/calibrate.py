@@ -9,9 +9,9 @@ hash, counts). The bundle's ``calibration`` field names the file and ``operating
 the threshold, so serving reads both from the bundle.
 
 Optionally the findings threshold (the probability a voxel needs to belong to a finding) is
-chosen on the same split first: the one of the candidates with the best CPM, recorded with every
-candidate's CPM and written to the bundle's ``findings.threshold``; the calibrators are then fit
-on the findings at that threshold.
+chosen on the same split first: the candidate with the best CPM (then the best study AUC, then
+the higher threshold), recorded with every candidate's CPM and study AUC and written to the
+bundle's ``findings.threshold``; the calibrators are then fit on the findings at that threshold.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipelines.bundle import Bundle, load_bundle, write_bundle
 from pipelines.errors import ConfigError, InputNotFoundError
 from pipelines.evaluation.calibration import CalibrationMethod, Calibrator, fit_calibrator
-from pipelines.evaluation.classification import operating_point_for_sensitivity
+from pipelines.evaluation.classification import compute_roc_auc, operating_point_for_sensitivity
 from pipelines.evaluation.froc import compute_froc
 from pipelines.evaluation.predictions import DataInfo
 from pipelines.evaluation.report import CaseRecord, finding_outcomes
@@ -69,11 +69,13 @@ class StoredOperatingPoint(_Strict):
 
 
 class FindingsThresholdChoice(_Strict):
-    """The findings threshold picked on the calibration split, and every candidate's CPM
-    (keys are the thresholds as text: JSON keys are strings)."""
+    """The findings threshold picked on the calibration split, and every candidate's CPM and
+    study AUC (keys are the thresholds as text: JSON keys are strings; AUC is null when the
+    split lacks a class)."""
 
     threshold: float = Field(gt=0, le=1)
     cpm_by_threshold: dict[str, float]
+    auc_by_threshold: dict[str, float | None]
 
 
 class BundleCalibration(_Strict):
@@ -91,21 +93,34 @@ class BundleCalibration(_Strict):
 def choose_findings_threshold(
     records_by_threshold: Mapping[float, Sequence[CaseRecord]],
 ) -> FindingsThresholdChoice:
-    """The threshold whose findings give the best CPM on their cases; on a tie the higher
-    threshold (fewer, surer findings).
+    """The threshold whose findings give the best CPM on their cases; among equal CPMs the best
+    study AUC, then the higher threshold (fewer, surer findings).
+
+    The AUC matters because the study score is the best finding's score, and a study with no
+    finding above the threshold scores 0: a high threshold ties every such study at 0 and
+    throws away ranking that a lower one keeps.
 
     Raises:
         ValueError: no candidate threshold.
     """
     if not records_by_threshold:
         raise ValueError("no candidate findings threshold")
-    cpm = {
-        threshold: compute_froc([record.detections() for record in records]).cpm
-        for threshold, records in records_by_threshold.items()
-    }
-    best = max(cpm, key=lambda threshold: (cpm[threshold], threshold))
+    cpm: dict[float, float] = {}
+    auc: dict[float, float | None] = {}
+    for threshold, records in records_by_threshold.items():
+        cpm[threshold] = compute_froc([record.detections() for record in records]).cpm
+        scores = np.array([study_score(record.findings) for record in records])
+        labels = np.array([bool(record.lesions) for record in records])
+        value = compute_roc_auc(scores, labels)
+        auc[threshold] = None if np.isnan(value) else value
+
+    def rank(threshold: float) -> tuple[float, float, float]:
+        return (cpm[threshold], auc[threshold] or 0.0, threshold)
+
     return FindingsThresholdChoice(
-        threshold=best, cpm_by_threshold={f"{t:g}": value for t, value in sorted(cpm.items())}
+        threshold=max(cpm, key=rank),
+        cpm_by_threshold={f"{t:g}": value for t, value in sorted(cpm.items())},
+        auc_by_threshold={f"{t:g}": value for t, value in sorted(auc.items())},
     )
 
 

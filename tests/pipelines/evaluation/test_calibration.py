@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from scipy import special
 
+from pipelines.datasets.manifest import Lesion
 from pipelines.errors import ConfigError, MissingClassError
+from pipelines.evaluation.calibrate import choose_findings_threshold
 from pipelines.evaluation.calibration import (
     IsotonicCalibrator,
     TemperatureCalibrator,
@@ -19,6 +21,7 @@ from pipelines.evaluation.calibration import (
     compute_reliability,
     fit_calibrator,
 )
+from pipelines.evaluation.report import CaseRecord
 from pipelines.findings import Finding, calibrate_findings
 
 PROBS = np.array([0.05, 0.15, 0.15, 0.95])
@@ -129,3 +132,42 @@ def test_calibrate_findings_sets_confidence_and_keeps_score():
     assert calibrated.score == 0.9
     assert calibrated.confidence == pytest.approx(special.expit(special.logit(0.9) / 2))
     assert calibrate_findings([], TemperatureCalibrator(temperature=2.0)) == []
+
+
+def _record(case_id: str, lesion: bool, hit: float | None, false: list[float]) -> CaseRecord:
+    """A case with one 10 mm lesion at the origin (or none), a finding on it scored ``hit``
+    (None: missed) and false findings far away scored ``false``."""
+    lesions = [Lesion(id=1, center_lps_mm=(0.0, 0.0, 0.0), diameter_mm=10.0)] if lesion else []
+    placed = ([((0.0, 0.0, 0.0), hit)] if hit is not None else []) + [
+        ((100.0 + n, 0.0, 0.0), score) for n, score in enumerate(false)
+    ]
+    findings = [
+        Finding(n + 1, (0.0, 0.0, 0.0), centre, diameter_mm=5.0, volume_ml=0.1, score=score)
+        for n, (centre, score) in enumerate(placed)
+    ]
+    return CaseRecord(case_id=case_id, lesions=lesions, findings=findings, study_probability=0.0)
+
+
+def test_findings_threshold_ties_on_cpm_go_to_the_better_study_auc() -> None:
+    """Both thresholds find the same two lesions, ranked above every false finding (equal CPM).
+    At 0.7 the study whose lesion was missed and the two lesion-free studies all score 0 and
+    tie; at 0.3 their weak false findings keep them in order (0.45 above 0.4 and 0.35)."""
+    at_low = [
+        _record("a", True, 0.9, []),
+        _record("b", True, 0.95, []),
+        _record("c", True, None, [0.45]),
+        _record("d", False, None, [0.4]),
+        _record("e", False, None, [0.35]),
+    ]
+    at_high = [
+        _record("a", True, 0.9, []),
+        _record("b", True, 0.95, []),
+        _record("c", True, None, []),
+        _record("d", False, None, []),
+        _record("e", False, None, []),
+    ]
+    choice = choose_findings_threshold({0.3: at_low, 0.7: at_high})
+    assert choice.cpm_by_threshold["0.3"] == pytest.approx(choice.cpm_by_threshold["0.7"])
+    assert choice.auc_by_threshold == {"0.3": 1.0, "0.7": pytest.approx(5 / 6)}
+    assert choice.threshold == 0.3
+    assert choose_findings_threshold({0.3: at_high, 0.7: at_high}).threshold == 0.7

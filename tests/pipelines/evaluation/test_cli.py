@@ -221,6 +221,7 @@ def test_calibrate_picks_the_findings_threshold_with_the_best_val_cpm(
     assert stored.findings_threshold is not None
     assert stored.findings_threshold.threshold == 0.6
     assert stored.findings_threshold.cpm_by_threshold == {"0.5": 1.0, "0.6": 1.0, "0.95": 0.0}
+    assert set(stored.findings_threshold.auc_by_threshold) == {"0.5", "0.6", "0.95"}
     bundle = load_bundle(bundle_dir / "bundle.yaml")
     assert bundle.findings.threshold == 0.6
     n_lesion_cases = stored.fitted_on.n_true_findings
