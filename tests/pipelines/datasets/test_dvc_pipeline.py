@@ -33,7 +33,7 @@ prepare_test:
   split: test
   preprocess: {target_spacing_mm: [3.0, 3.0, 4.5], crop: body}
 train: {device: cpu, workers: 0, threads: 1}
-calibrate: {method: temperature, target_sensitivity: 0.9, threads: 1}
+calibrate: {method: temperature, target_sensitivity: 0.9, findings_thresholds: "0.5", threads: 1}
 evaluate: {n_bootstrap: 10, seed: 0, threads: 1}
 package: {trained_on: test}
 """
