@@ -2,9 +2,10 @@
 
 Each item of :class:`PatchDataset` is one cached case, cut into ``patches_per_case`` patches of
 the bundle's patch size, a ``positive_fraction`` share of them centred on a lesion, each lesion
-as likely as any other, and the rest on background inside the region inference covers
-(:mod:`pipelines.training.sampling`; a case without lesions gives background patches only). A loader
-batch of ``batch_size`` cases therefore holds ``batch_size * patches_per_case`` patches.
+as likely as any other, and the rest on background inside the region inference covers, a
+``hard_negative_fraction`` of those on vessels, hila and pleura (:mod:`pipelines.training.sampling`;
+a case without lesions gives background patches only). A loader batch of ``batch_size`` cases
+therefore holds ``batch_size * patches_per_case`` patches.
 
 Randomness is a pure function of ``(seed, epoch, case index)``: the transform chain is reseeded
 for every item, so results do not depend on worker count or on where a run was resumed.

@@ -38,8 +38,10 @@ class RandCropByLesiond(Randomizable, MapTransform):
     """``num_samples`` crops of ``spatial_size`` of the ``keys`` of a dict (each ``[c, k, j, i]``).
 
     Each crop is centred on a lesion with probability ``pos_fraction`` (a lesion drawn uniformly
-    among the label's nonzero values, then one of its voxels), otherwise on a voxel with label 0
-    inside the lung box of the image (the whole image when no box is found or the crop is off).
+    among the label's nonzero values, or its connected components when it is a plain mask, then
+    one of its voxels), otherwise on background: with probability ``hard_negative_fraction`` on
+    soft tissue touching lung air, else on a voxel with label 0 inside the lung box of the image
+    (the whole image when no box is found or the crop is off).
     A case without lesions gives background crops only. Crops are shifted to lie inside the
     image, which must be at least ``spatial_size`` (pad it first). The draws read ``"label"``
     (instance numbers) and ``"image"`` (network input in ``[0, 1]``). Returns a list of dicts
@@ -88,7 +90,9 @@ class RandCropByLesiond(Randomizable, MapTransform):
             if lesion_voxels and self.R.random_sample() < self.pos_fraction:
                 voxels = lesion_voxels[int(self.R.randint(len(lesion_voxels)))]
                 centre = voxels[int(self.R.randint(len(voxels)))]
-            elif self.R.random_sample() < self.hard_negative_fraction:
+            elif self.hard_negative_fraction > 0 and (
+                self.R.random_sample() < self.hard_negative_fraction
+            ):
                 if hard is None:
                     hard = self._tissue_touching_air(image, label, background)
                 centre = self._hard_centre(hard, label, background)
@@ -154,13 +158,23 @@ class RandCropByLesiond(Randomizable, MapTransform):
 
 
 def _voxels_by_lesion(label: np.ndarray) -> list[np.ndarray]:
-    """The ``(k, j, i)`` voxels of each lesion instance (nonzero label value), as ``[n, 3]``."""
-    flat = np.flatnonzero(label)
-    if flat.size == 0:
+    """The ``(k, j, i)`` voxels of each lesion, as ``[n, 3]`` arrays.
+
+    Lesions are the label's instance numbers. A label holding one value for every lesion (a
+    plain mask, as a segmentation-derived dataset gives) is split into its 26-connected
+    components instead, so its lesions are still drawn one by one rather than by voxel.
+    """
+    boxes = ndimage.find_objects((label != 0).astype(np.uint8))
+    if not boxes or boxes[0] is None:
         return []
-    values = label.ravel()[flat]
+    box = boxes[0]
+    ids = np.asarray(label[box])
+    if ids.max() == ids[ids != 0].min():
+        ids, _ = ndimage.label(ids != 0, structure=np.ones((3, 3, 3), dtype=bool))
+    coords = np.argwhere(ids)
+    values = ids[tuple(coords.T)]
     order = np.argsort(values, kind="stable")
-    flat, values = flat[order], values[order]
+    coords, values = coords[order], values[order]
+    coords += np.array([axis.start for axis in box])
     bounds = np.flatnonzero(np.diff(values)) + 1
-    coords = np.stack(np.unravel_index(flat, label.shape), axis=1)
     return list(np.split(coords, bounds))

@@ -62,6 +62,18 @@ def test_each_lesion_is_drawn_as_often_whatever_its_size() -> None:
     assert all(np.asarray(c["label"]).any() for c in crops)
 
 
+def test_a_plain_mask_is_drawn_by_connected_lesion_not_by_voxel() -> None:
+    case = _case((48, 96, 120))
+    case["label"][0, 10:30, 20:40, 20:40] = 1  # 8,000 voxels
+    case["label"][0, 40, 70, 90] = 1  # one voxel, same value: a 0/1 mask
+    crops = _sampler(pos_fraction=1.0, num_samples=400)(case)
+    centres = np.array([_centre(c) for c in crops])
+    on_small = np.mean(centres[:, 2] > 60)  # the big lesion spans i 20-39, the small one i 90
+    # drawn by voxel the one-voxel lesion would be 1 in 8,001
+    assert 0.4 < on_small < 0.6
+    assert all(np.asarray(c["label"]).any() for c in crops)
+
+
 def test_background_patches_are_centred_inside_the_box_inference_covers() -> None:
     case = _case((48, 96, 120))
     box = lung_box(case["image"][0], PREPROCESS, LungCropConfig())
@@ -136,6 +148,7 @@ def test_hard_negatives_avoid_lesions_and_fall_back_without_lung_air() -> None:
     solid["image"][0] = 0.7  # no air anywhere: no hard negative to draw, plain background
     crops = _sampler(0.0, 20, hard_negative_fraction=1.0, enabled=False)(solid)
     assert len(crops) == 20
+    assert len({tuple(_centre(c)) for c in crops}) > 10  # drawn across the image, not one spot
 
 
 def test_fractions_outside_zero_one_are_refused() -> None:
