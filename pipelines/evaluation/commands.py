@@ -109,7 +109,8 @@ def calibrate_command(  # noqa: PLR0913 -- typer maps each CLI option to a param
         typer.Option(
             "--findings-thresholds",
             help="Comma-separated candidate findings thresholds in (0, 1]: the best CPM on the "
-            "split goes into the bundle before calibrating (default: keep the bundle's).",
+            "split (ties: the better study AUC, then the higher threshold) goes into the bundle "
+            "before calibrating (default: keep the bundle's).",
         ),
     ] = None,
     device: DeviceOption = "cpu",
@@ -132,7 +133,8 @@ def calibrate_command(  # noqa: PLR0913 -- typer maps each CLI option to a param
     if result.findings_threshold is not None:
         typer.echo(
             f"findings threshold {result.findings_threshold.threshold:g} (CPM by threshold "
-            f"{result.findings_threshold.cpm_by_threshold})"
+            f"{result.findings_threshold.cpm_by_threshold}, study AUC by threshold "
+            f"{result.findings_threshold.auc_by_threshold})"
         )
     typer.echo(
         f"{out or bundle_file(bundle).parent}: {result.method} calibration fit on "

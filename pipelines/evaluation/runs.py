@@ -209,8 +209,9 @@ def evaluate_model(
 class CalibrationRequest:
     """What ``basira calibrate`` fits, and where the calibrated bundle goes (None: in place).
 
-    ``findings_thresholds``: candidate findings thresholds, the best CPM on the split wins and
-    goes into the bundle; empty keeps the bundle's.
+    ``findings_thresholds``: candidate findings thresholds; the one
+    :func:`~pipelines.evaluation.calibrate.choose_findings_threshold` picks on the split goes
+    into the bundle; empty keeps the bundle's.
     """
 
     method: CalibrationMethod
