@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,17 +160,25 @@ class _SplitRun:
         model = ModelInfo(
             name=self.bundle.name,
             version=self.bundle.version,
-            weights_sha256=file_sha256(self.weights),
+            weights_sha256=self._weights_sha256,
             calibration_method=None if calibration is None else str(calibration.method),
             operating_point=None if calibration is None else self.bundle.operating_point,
         )
-        data = DataInfo(
+        return build_predictions(model, self._data_info, records)
+
+    @cached_property
+    def _weights_sha256(self) -> str:
+        return file_sha256(self.weights)
+
+    @cached_property
+    def _data_info(self) -> DataInfo:
+        """Hashes every cached case file: computed once however many predictions are built."""
+        return DataInfo(
             path=str(self.data_dir),
             split=str(self.split),
             sha256=split_data_hash(self.data_dir, self.cases),
             n_cases=len(self.cases),
         )
-        return build_predictions(model, data, records)
 
 
 def evaluate_predictions(
