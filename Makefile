@@ -18,9 +18,14 @@ DEMO_PORT ?= 8000
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# onnxruntime-openvino (x86-64 Linux) and onnxruntime both install the `onnxruntime` package, so a
+# venv made before the project moved to the former drops the latter first.
+DROP_PLAIN_ORT := $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),onnxruntime,)
+
 # torch==2.13.0 goes in first and alone so that nothing later can resolve a newer, CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q $(FIND_LINKS) "torch==2.13.0"
+	$(if $(DROP_PLAIN_ORT),$(PIP) uninstall -y -q $(DROP_PLAIN_ORT))
 	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 

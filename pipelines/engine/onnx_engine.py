@@ -9,7 +9,11 @@ stitched output live on the CPU.
 
 The model carries its provenance as ONNX metadata (:class:`OnnxModelInfo`); the engine refuses a
 model whose preprocessing hash differs from the bundle's. Execution providers: TensorRT, then
-CUDA, then CPU, as far as the installed ``onnxruntime`` offers them. The reduced-precision
+CUDA, then OpenVINO, then ONNX Runtime's own CPU kernels, as far as the installed ``onnxruntime``
+offers them. On x86-64 Linux the project installs ``onnxruntime-openvino``, whose OpenVINO CPU
+kernels ran this 3-D UNet about twice as fast as ONNX Runtime's MLAS convolutions and faster than
+torch (``benchmarks/RESULTS.md``); it is pinned to float32 so its outputs stay within the export's
+parity tolerance. The reduced-precision
 converters that ``basira export`` tries (:func:`to_float16`, :func:`quantize_int8`) live here too,
 so nothing else imports ``onnxruntime``.
 """
@@ -39,8 +43,10 @@ METADATA_PREFIX = "basira."
 PREFERRED_PROVIDERS = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
+    "OpenVINOExecutionProvider",
     "CPUExecutionProvider",
 )
+OPENVINO = "OpenVINOExecutionProvider"
 
 
 class GraphOptimization(StrEnum):
@@ -121,13 +127,15 @@ class OnnxEngineConfig(BaseModel):
     """How the ONNX engine runs; the service's settings embed it.
 
     Args:
-        providers: execution providers to use, in order; ``None``: TensorRT, CUDA, CPU as far
-            as installed (:func:`select_providers`).
-        threads: intra-op CPU threads (``None``: ONNX Runtime's default, one per core).
-        spin_wait: let idle intra-op threads busy-wait for the next operator (ONNX Runtime's
+        providers: execution providers to use, in order; ``None``: TensorRT, CUDA, OpenVINO,
+            CPU as far as installed (:func:`select_providers`).
+        threads: CPU threads for the network (``None``: the runtime's default, one per core);
+            ONNX Runtime's intra-op threads and OpenVINO's inference threads alike.
+        spin_wait: let idle ONNX Runtime intra-op threads busy-wait for the next operator (its
             own default). On the 2-core machine it was 10 % faster at a load average of 1.7, and
             slower under heavy contention (load 5 and more): turn it off on a server whose
-            cores are busy with other work (``benchmarks/RESULTS.md``).
+            cores are busy with other work (``benchmarks/RESULTS.md``). OpenVINO schedules
+            its own threads and ignores it.
         graph_optimization: ``None`` uses the level the exporter kept (model metadata).
         tta_flip_axes: test-time augmentation: every combination of flips over these spatial
             axes (0 = k, 1 = j, 2 = i) is run and the logits averaged; costs ``2 ** len`` times
@@ -152,7 +160,7 @@ class OnnxEngineConfig(BaseModel):
 
 def select_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
     """The providers a session uses: ``requested`` (all must be available), else the preferred
-    ones that are available (TensorRT, CUDA, CPU).
+    ones that are available (TensorRT, CUDA, OpenVINO, CPU).
 
     Raises:
         ConfigError: a requested provider is not offered by the installed runtime.
@@ -168,6 +176,25 @@ def select_providers(available: Sequence[str], requested: Sequence[str] | None =
             available=list(available),
         )
     return list(requested)
+
+
+def provider_entries(providers: Sequence[str], threads: int | None) -> list[str | tuple[str, dict]]:
+    """``providers`` as ``InferenceSession`` takes them, with the options Basira sets.
+
+    OpenVINO runs on the CPU device in float32 with ``threads`` inference threads: its CPU plugin
+    may otherwise pick bfloat16 on processors that have it, which moves probabilities far past
+    the export's parity tolerance.
+    """
+    entries: list[str | tuple[str, dict]] = []
+    for name in providers:
+        if name == OPENVINO:
+            options = {"device_type": "CPU", "precision": "FP32"}
+            if threads is not None:
+                options["num_of_threads"] = str(threads)
+            entries.append((name, options))
+        else:
+            entries.append(name)
+    return entries
 
 
 class OrtSession:
@@ -203,7 +230,9 @@ class OrtSession:
         chosen = select_providers(ort.get_available_providers(), providers)
         source = str(model) if isinstance(model, Path) else model
         try:
-            self._session = ort.InferenceSession(source, options, providers=chosen)
+            self._session = ort.InferenceSession(
+                source, options, providers=provider_entries(chosen, threads)
+            )
         except Exception as exc:  # ORT raises its own untyped Fail/InvalidGraph/... errors
             where = str(model) if isinstance(model, Path) else "<bytes>"
             raise ModelUnreadableError(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from pipelines.engine.onnx_engine import (
     OnnxEngineConfig,
     OnnxModelInfo,
     OrtSession,
+    provider_entries,
     select_providers,
 )
 from pipelines.engine.torch_engine import TorchEngine
@@ -107,12 +109,44 @@ def test_metadata_round_trips(model: Path) -> None:
     assert OnnxModelInfo.from_metadata({"basira.model_name": "tiny"}) is None  # incomplete
 
 
-def test_providers_prefer_tensorrt_then_cuda_then_cpu() -> None:
+def test_providers_prefer_tensorrt_then_cuda_then_openvino_then_cpu() -> None:
     available = ["AzureExecutionProvider", "CPUExecutionProvider", "CUDAExecutionProvider"]
     assert select_providers(available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert select_providers(available, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(ConfigError, match="TensorrtExecutionProvider"):
         select_providers(available, ["TensorrtExecutionProvider"])
+    cpu_box = ["CPUExecutionProvider", "OpenVINOExecutionProvider"]
+    assert select_providers(cpu_box) == ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_openvino_is_pinned_to_float32_on_the_cpu_with_the_thread_count() -> None:
+    assert provider_entries(["OpenVINOExecutionProvider", "CPUExecutionProvider"], 3) == [
+        (
+            "OpenVINOExecutionProvider",
+            {"device_type": "CPU", "precision": "FP32", "num_of_threads": "3"},
+        ),
+        "CPUExecutionProvider",
+    ]
+    assert provider_entries(["OpenVINOExecutionProvider"], None) == [
+        ("OpenVINOExecutionProvider", {"device_type": "CPU", "precision": "FP32"})
+    ]
+
+
+@pytest.mark.skipif(
+    "OpenVINOExecutionProvider" not in ort.get_available_providers(),
+    reason="onnxruntime-openvino is installed on x86-64 Linux only; this runtime has no OpenVINO",
+)
+def test_openvino_serves_by_default_and_agrees_with_onnx_runtimes_cpu_kernels(
+    model: Path,
+) -> None:
+    image = np.random.default_rng(6).random((20, 24, 18)).astype(np.float32)
+    served = load_onnx_engine(_bundle(), model, OnnxEngineConfig(threads=1))
+    mlas = load_onnx_engine(
+        _bundle(), model, OnnxEngineConfig(providers=("CPUExecutionProvider",), threads=1)
+    )
+    assert served.session.providers[0] == "OpenVINOExecutionProvider"
+    assert mlas.session.providers == ["CPUExecutionProvider"]
+    np.testing.assert_allclose(served.predict(image), mlas.predict(image), atol=1e-5)
 
 
 def test_settings_choose_threads_and_level_else_the_exported_level(model: Path) -> None:
@@ -121,7 +155,7 @@ def test_settings_choose_threads_and_level_else_the_exported_level(model: Path) 
     )
     engine = load_onnx_engine(_bundle(), model, config)
     assert engine.session.graph_optimization == GraphOptimization.BASIC
-    assert engine.session.providers == ["CPUExecutionProvider"]
+    assert engine.session.providers == select_providers(ort.get_available_providers())
     assert engine.session.threads == 1 and not engine.session.spin_wait
     default = load_onnx_engine(_bundle(), model)
     info = default.session.info
