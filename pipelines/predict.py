@@ -36,9 +36,15 @@ from pipelines.bundle import BUNDLE_FILE, Bundle
 from pipelines.dicom.index import StudyEntry, index_inputs
 from pipelines.dicom.selection import Reason
 from pipelines.dicom.volume import ReadPolicy, read_series_volume
-from pipelines.engine import EngineKind, load_engine
+from pipelines.engine import EngineKind, load_engine, load_onnx_engine
 from pipelines.engine.base import Engine
-from pipelines.errors import BasiraError, ModelError, ModelNotFoundError, NoDicomFoundError
+from pipelines.errors import (
+    BasiraError,
+    ConfigError,
+    ModelError,
+    ModelNotFoundError,
+    NoDicomFoundError,
+)
 from pipelines.evaluation.calibrate import BundleCalibration, load_calibration
 from pipelines.evaluation.inference import apply_calibration
 from pipelines.findings import Finding, extract_findings_with_mask
@@ -112,12 +118,22 @@ class LoadedModel:
         return self.calibration.operating_point.threshold
 
 
-def load_model(
-    release_dir: Path, engine_kind: EngineKind | str = EngineKind.ONNX, threads: int | None = None
-) -> LoadedModel:
-    """Verify the release folder and load its engine and calibration.
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which engine runs a release: ``kind`` (ONNX Runtime by default, or torch), its CPU
+    ``threads`` (``None``: all cores), and ONNX Runtime's execution ``providers`` in order
+    (``None``: TensorRT, CUDA, OpenVINO, CPU as installed; refused with torch)."""
+
+    kind: EngineKind | str = EngineKind.ONNX
+    threads: int | None = None
+    providers: Sequence[str] | None = None
+
+
+def load_model(release_dir: Path, choice: EngineChoice | None = None) -> LoadedModel:
+    """Verify the release folder and load its engine (``choice``) and calibration.
 
     Raises:
+        ConfigError: ``providers`` with the torch engine, or a provider that is not installed.
         ModelNotFoundError: the folder holds no release.
         ModelIntegrityError: a file does not match its checksum.
         ModelError: the release has no calibration (outputs only show calibrated numbers).
@@ -137,9 +153,22 @@ def load_model(
             "probabilities and are never shown. Release a calibrated bundle.",
             path=str(release_dir),
         )
-    kind = EngineKind(engine_kind)
-    weights = ONNX_FILE if kind is EngineKind.ONNX else WEIGHTS_FILE
-    engine = load_engine(kind, bundle, release_dir / weights, threads=threads)
+    choice = choice or EngineChoice()
+    kind = EngineKind(choice.kind)
+    engine: Engine
+    if choice.providers is None:
+        weights = ONNX_FILE if kind is EngineKind.ONNX else WEIGHTS_FILE
+        engine = load_engine(kind, bundle, release_dir / weights, threads=choice.threads)
+    elif kind is EngineKind.ONNX:
+        from pipelines.engine.onnx_engine import OnnxEngineConfig
+
+        config = OnnxEngineConfig(providers=tuple(choice.providers), threads=choice.threads)
+        engine = load_onnx_engine(bundle, release_dir / ONNX_FILE, config)
+    else:
+        raise ConfigError(
+            "Execution providers choose how ONNX Runtime runs; the torch engine has none.",
+            providers=list(choice.providers),
+        )
     info = ModelInfo(
         name=bundle.name,
         version=bundle.version,
@@ -168,14 +197,13 @@ def predict_inputs(
     out_dir: Path,
     formats: Iterable[OutputFormat | str] = (),
     *,
-    engine_kind: EngineKind | str = EngineKind.ONNX,
-    threads: int | None = None,
+    engine: EngineChoice | None = None,
     progress: PredictProgress | None = None,
 ) -> PredictSummary:
     """Analyse every study under ``paths`` and write its results into ``out_dir``.
 
     ``formats`` are written besides the JSON (:class:`~pipelines.reports.OutputFormat`);
-    ``engine_kind`` picks the ONNX Runtime (default) or torch engine, ``threads`` its threads;
+    ``engine`` picks the engine, its threads and providers (default: ONNX Runtime, all cores);
     ``progress`` hears the number of studies, then each result.
 
     Raises:
@@ -184,7 +212,7 @@ def predict_inputs(
         ModelNotFoundError, ModelIntegrityError, ModelError: the model cannot be used.
     """
     wanted = frozenset(OutputFormat(f) for f in formats)
-    model = load_model(release_dir, engine_kind, threads)
+    model = load_model(release_dir, engine)
     with tempfile.TemporaryDirectory(prefix="basira-predict-") as workdir:
         index = index_inputs(list(paths), workdir=Path(workdir))
         if not index.studies:

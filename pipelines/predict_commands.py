@@ -44,6 +44,16 @@ def _formats(value: str) -> list[str]:
     return [name for name in names if name != "json"]
 
 
+def _providers(text: str | None) -> list[str] | None:
+    """``--providers``: comma-separated names, ``None`` when not given."""
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise typer.BadParameter("--providers needs at least one execution provider name")
+    return names
+
+
 def predict_command(
     paths: Annotated[
         list[Path], typer.Argument(help="Folders, zip archives or DICOM files (any mix).")
@@ -63,10 +73,18 @@ def predict_command(
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="Inference threads [all cores].")
     ] = None,
+    providers: Annotated[
+        str | None,
+        typer.Option(
+            "--providers",
+            help="ONNX Runtime execution providers in order, comma-separated, e.g. "
+            "CPUExecutionProvider [TensorRT, CUDA, OpenVINO, CPU as installed].",
+        ),
+    ] = None,
 ) -> None:
     """Analyse CT studies: one result JSON per study, plus SEG/SR/FHIR/key images if asked."""
     from pipelines.engine import EngineKind
-    from pipelines.predict import DEFAULT_RELEASE, predict_inputs
+    from pipelines.predict import DEFAULT_RELEASE, EngineChoice, predict_inputs
 
     if engine not in {kind.value for kind in EngineKind}:
         raise typer.BadParameter(f"--engine must be onnx or torch, not {engine!r}")
@@ -77,8 +95,7 @@ def predict_command(
             model or DEFAULT_RELEASE,
             out,
             wanted,
-            engine_kind=engine,
-            threads=threads,
+            engine=EngineChoice(engine, threads, _providers(providers)),
             progress=_ProgressBar(stack),
         )
     counts: dict[str, int] = {}

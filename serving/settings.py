@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models/lung-nodule-unet/release")
     #: ONNX Runtime threads for inference (None: the engine's default, all cores).
     inference_threads: int | None = None
+    #: ONNX Runtime execution providers in order; empty: TensorRT, CUDA, OpenVINO, CPU as
+    #: installed. ``CPUExecutionProvider`` alone turns OpenVINO off.
+    inference_providers: Annotated[tuple[str, ...], NoDecode] = ()
     #: Result objects written besides the JSON.
     output_formats: Annotated[tuple[OutputName, ...], NoDecode] = ("seg", "sr", "fhir")
 
@@ -81,7 +84,7 @@ class Settings(BaseSettings):
     #: process (least recently used dropped).
     ui_volume_cache: int = Field(default=4, ge=1)
 
-    @field_validator("output_formats", mode="before")
+    @field_validator("output_formats", "inference_providers", mode="before")
     @classmethod
     def _split_formats(cls, value: object) -> object:
         if isinstance(value, str):

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from pipelines.dicom.index import StudyEntry, index_inputs
 from pipelines.errors import BasiraError, NoDicomFoundError, PredictionFailedError
-from pipelines.predict import LoadedModel, StudyAnalysis, load_model
+from pipelines.predict import EngineChoice, LoadedModel, StudyAnalysis, load_model
 from pipelines.reports import OutputFormat
 from pipelines.result import ReasonResult, StudyResult, StudyStatus
 from serving import jobs
@@ -94,9 +94,11 @@ class Worker:
 
     def load_model(self) -> bool:
         try:
-            self.model = load_model(
-                self.settings.model_dir, threads=self.settings.inference_threads
+            choice = EngineChoice(
+                threads=self.settings.inference_threads,
+                providers=self.settings.inference_providers or None,
             )
+            self.model = load_model(self.settings.model_dir, choice)
         except BasiraError as exc:
             self.model_error = exc
             log.error("model not loaded: %s (%s)", exc.code, exc.message)

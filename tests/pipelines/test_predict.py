@@ -20,12 +20,13 @@ from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.index import index_inputs
 from pipelines.dicom.volume import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
-from pipelines.errors import ModelNotFoundError
+from pipelines.errors import ConfigError, ModelNotFoundError
 from pipelines.evaluation.calibrate import load_calibration
 from pipelines.evaluation.inference import apply_calibration
 from pipelines.findings import Finding
 from pipelines.predict import (
     MAX_KEY_IMAGES,
+    EngineChoice,
     LoadedModel,
     StudyAnalysis,
     key_image_ids,
@@ -169,6 +170,31 @@ def test_folder_without_dicom_exits_3(release, tmp_path, monkeypatch, capsys):
     )
     assert code == 3
     assert "error[input.no_dicom]" in capsys.readouterr().err
+
+
+def test_providers_choose_how_onnx_runtime_runs_and_an_absent_one_is_refused(
+    release, tmp_path, monkeypatch, capsys
+):
+    write_study(tmp_path / "in" / "a", "study-a")
+    only_mlas = EngineChoice(threads=1, providers=["CPUExecutionProvider"])
+    assert load_model(release, only_mlas).engine.session.providers == ["CPUExecutionProvider"]  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="torch engine has none"):
+        load_model(release, EngineChoice(kind="torch", providers=["CPUExecutionProvider"]))
+    args = [
+        "predict",
+        str(tmp_path / "in"),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(release),
+    ]
+    assert _basira(monkeypatch, *args, "--providers", "CPUExecutionProvider") == 0
+    assert len([p for p in (tmp_path / "out").glob("*.json")]) == 1
+    capsys.readouterr()
+    assert _basira(monkeypatch, *args, "--providers", "NoSuchExecutionProvider") == 3
+    err = capsys.readouterr().err
+    assert "error[config.invalid]" in err and "NoSuchExecutionProvider" in err
+    assert _basira(monkeypatch, *args, "--providers", " , ") == 2
 
 
 def test_unknown_format_is_a_usage_error(tmp_path, monkeypatch, capsys):

@@ -199,6 +199,29 @@ def test_readyz_is_503_while_the_worker_has_no_model_and_200_once_it_has(
         assert sample(metrics, "basira_model_info", source="loaded") == 1
 
 
+def test_inference_providers_are_read_from_the_environment_and_an_absent_one_keeps_it_unready(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BASIRA_INFERENCE_PROVIDERS", " CPUExecutionProvider ,")
+    from_env = Settings(data_dir=settings.data_dir, model_dir=settings.model_dir)
+    assert from_env.inference_providers == ("CPUExecutionProvider",)
+    monkeypatch.delenv("BASIRA_INFERENCE_PROVIDERS")
+
+    cpu_only = settings.model_copy(update={"inference_providers": ("CPUExecutionProvider",)})
+    with TestClient(create_app(cpu_only)) as client:
+        worker = services_of(client).new_worker()
+        assert worker.load_model() and worker.model is not None
+        assert worker.model.engine.session.providers == ["CPUExecutionProvider"]  # type: ignore[attr-defined]
+
+    absent = settings.model_copy(
+        update={"run_worker": True, "inference_providers": ("NoSuchExecutionProvider",)}
+    )
+    with TestClient(create_app(absent)) as client:
+        body = wait_for_model_check(client)
+        assert client.get("/readyz").status_code == 503
+        assert body["detail"]["checks"]["model"] == "config.invalid"  # type: ignore[index]
+
+
 @pytest.fixture
 def service_log() -> Iterator[io.StringIO]:
     """What ``basira serve`` writes to stderr (its handler, at its INFO level) during a test."""
