@@ -58,6 +58,7 @@ class LossName(StrEnum):
     DICE_CE = "dice_ce"
     DICE_CE_BATCH = "dice_ce_batch"
     LESION_DICE_CE = "lesion_dice_ce"
+    FOCAL_POS = "focal_pos"
 
 
 class TrainingConfig(_Strict):
