@@ -78,11 +78,12 @@ def _push_at_the_prior(name: LossName, side: int) -> float:
     return float(logits.grad.abs()[target > 0].mean())
 
 
-def test_focal_pos_push_on_a_missed_small_lesion_does_not_fade_as_the_background_grows() -> None:
-    focal_small, focal_large = (_push_at_the_prior(LossName.FOCAL_POS, n) for n in (16, 48))
+def test_focal_push_on_a_missed_small_lesion_does_not_fade_as_the_background_grows() -> None:
+    focal_small, focal_large = (_push_at_the_prior(LossName.LESION_DICE_FOCAL, n) for n in (16, 48))
     dice_small, dice_large = (_push_at_the_prior(LossName.LESION_DICE_CE, n) for n in (16, 48))
     # 27x the background: Dice's denominator and the mean cross-entropy dilute the lesion
     assert dice_large < dice_small / 10
-    # normalised by lesion voxels, the focal push is the same whatever the background's size
-    assert focal_large == pytest.approx(focal_small, rel=1e-4)
+    # normalised by lesion voxels, the focal term's push is the same whatever the background's
+    # size, and dominates the Dice terms' at the prior
+    assert focal_large == pytest.approx(focal_small, rel=0.05)
     assert focal_large > 10 * dice_large
