@@ -58,7 +58,6 @@ class LossName(StrEnum):
     DICE_CE = "dice_ce"
     DICE_CE_BATCH = "dice_ce_batch"
     LESION_DICE_CE = "lesion_dice_ce"
-    LESION_DICE_FOCAL = "lesion_dice_focal"
 
 
 class TrainingConfig(_Strict):

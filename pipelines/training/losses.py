@@ -17,17 +17,6 @@ so a ``dice_ce_batch`` model scored 9-11 mm nodules below 0.01 while finding eve
 15 mm. ``lesion_dice_ce`` adds Dice computed per patch and averaged over the patches that hold
 a lesion (each patch is centred on one lesion drawn by lesion, so every lesion weighs the
 same, whatever its size), and keeps the batch Dice and cross-entropy for the background.
-
-Both still starve a small lesion while the background is at the output prior: 0.01 over a 64³
-patch is about 2,600 voxels of predicted mass in the Dice denominator, so a 17-voxel nodule's
-Dice gradient is about 2 / 2,600 a voxel, and cross-entropy averages over all 262,144 voxels.
-``lesion_dice_focal`` adds to ``lesion_dice_ce`` RetinaNet's focal loss (Lin et al., 2017;
-gamma 2, alpha 0.75 for lesion voxels) summed over every voxel of the step and divided by the
-number of lesion voxels, as RetinaNet divides by its positive anchors: a missed lesion voxel's
-push no longer shrinks as the background grows, and the easy background (p near 0) is
-down-weighted by p ** gamma instead of being averaged in. The focal term alone (2026-12-05, 20
-epochs of the reference recipe) left every probability under 0.25, lesions included, so the Dice
-terms stay for what they do well: sharp, confident masks of the lesions they have learnt.
 """
 
 from __future__ import annotations
@@ -78,43 +67,11 @@ class LesionDiceCELoss(nn.Module):
         return loss
 
 
-class PositiveNormalisedFocalLoss(nn.Module):
-    """Sigmoid focal loss summed over the step's voxels, divided by its lesion voxels (module
-    docstring)."""
-
-    def __init__(self, gamma: float = 2.0, alpha: float = 0.75) -> None:
-        super().__init__()
-        self.gamma, self.alpha = gamma, alpha
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``logits`` and ``target`` ``[b, 1, k, j, i]`` → a scalar."""
-        ce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        p = torch.sigmoid(logits)
-        p_true = p * target + (1 - p) * (1 - target)
-        alpha = self.alpha * target + (1 - self.alpha) * (1 - target)
-        focal = alpha * (1 - p_true) ** self.gamma * ce
-        return focal.sum() / target.sum().clamp(min=1.0)
-
-
-class LesionDiceFocalLoss(nn.Module):
-    """``lesion_dice_ce`` plus the positive-normalised focal loss (module docstring)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dice = LesionDiceCELoss()
-        self.focal = PositiveNormalisedFocalLoss()
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``logits`` and ``target`` ``[b, 1, k, j, i]`` → a scalar."""
-        return self.dice(logits, target) + self.focal(logits, target)
-
-
 LOSSES: dict[LossName, Callable[[], nn.Module]] = {
     LossName.DICE_FOCAL: _dice_focal,
     LossName.DICE_CE: _dice_ce,
     LossName.DICE_CE_BATCH: _dice_ce_batch,
     LossName.LESION_DICE_CE: LesionDiceCELoss,
-    LossName.LESION_DICE_FOCAL: LesionDiceFocalLoss,
 }
 
 
