@@ -156,18 +156,22 @@ def test_study_without_ct_series_is_not_analysable_with_the_selection_reason(rel
     assert result.series_instance_uid is None and result.diagnosis is None
 
 
-def test_folder_without_dicom_exits_3(release, tmp_path, monkeypatch, capsys):
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "notes.txt").write_text("not an image")
-    code = _basira(
-        monkeypatch,
+def _predict_args(tmp_path: Path, release: Path) -> list[str]:
+    """``basira predict`` of ``tmp_path/in`` into ``tmp_path/out`` with ``release``."""
+    return [
         "predict",
         str(tmp_path / "in"),
         "--out",
         str(tmp_path / "out"),
         "--model",
         str(release),
-    )
+    ]
+
+
+def test_folder_without_dicom_exits_3(release, tmp_path, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    code = _basira(monkeypatch, *_predict_args(tmp_path, release))
     assert code == 3
     assert "error[input.no_dicom]" in capsys.readouterr().err
 
@@ -180,16 +184,9 @@ def test_providers_choose_how_onnx_runtime_runs_and_an_absent_one_is_refused(
     assert load_model(release, only_mlas).engine.session.providers == ["CPUExecutionProvider"]  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="torch engine has none"):
         load_model(release, EngineChoice(kind="torch", providers=["CPUExecutionProvider"]))
-    args = [
-        "predict",
-        str(tmp_path / "in"),
-        "--out",
-        str(tmp_path / "out"),
-        "--model",
-        str(release),
-    ]
+    args = _predict_args(tmp_path, release)
     assert _basira(monkeypatch, *args, "--providers", "CPUExecutionProvider") == 0
-    assert len([p for p in (tmp_path / "out").glob("*.json")]) == 1
+    assert len(list((tmp_path / "out").glob("*.json"))) == 1
     capsys.readouterr()
     assert _basira(monkeypatch, *args, "--providers", "NoSuchExecutionProvider") == 3
     err = capsys.readouterr().err
