@@ -36,15 +36,9 @@ from pipelines.bundle import BUNDLE_FILE, Bundle
 from pipelines.dicom.index import StudyEntry, index_inputs
 from pipelines.dicom.selection import Reason
 from pipelines.dicom.volume import ReadPolicy, read_series_volume
-from pipelines.engine import EngineKind, load_engine, load_onnx_engine
+from pipelines.engine import EngineKind, load_engine
 from pipelines.engine.base import Engine
-from pipelines.errors import (
-    BasiraError,
-    ConfigError,
-    ModelError,
-    ModelNotFoundError,
-    NoDicomFoundError,
-)
+from pipelines.errors import BasiraError, ModelError, ModelNotFoundError, NoDicomFoundError
 from pipelines.evaluation.calibrate import BundleCalibration, load_calibration
 from pipelines.evaluation.inference import apply_calibration
 from pipelines.findings import Finding, extract_findings_with_mask
@@ -155,20 +149,10 @@ def load_model(release_dir: Path, choice: EngineChoice | None = None) -> LoadedM
         )
     choice = choice or EngineChoice()
     kind = EngineKind(choice.kind)
-    engine: Engine
-    if choice.providers is None:
-        weights = ONNX_FILE if kind is EngineKind.ONNX else WEIGHTS_FILE
-        engine = load_engine(kind, bundle, release_dir / weights, threads=choice.threads)
-    elif kind is EngineKind.ONNX:
-        from pipelines.engine.onnx_engine import OnnxEngineConfig
-
-        config = OnnxEngineConfig(providers=tuple(choice.providers), threads=choice.threads)
-        engine = load_onnx_engine(bundle, release_dir / ONNX_FILE, config)
-    else:
-        raise ConfigError(
-            "Execution providers choose how ONNX Runtime runs; the torch engine has none.",
-            providers=list(choice.providers),
-        )
+    weights = ONNX_FILE if kind is EngineKind.ONNX else WEIGHTS_FILE
+    engine = load_engine(
+        kind, bundle, release_dir / weights, threads=choice.threads, providers=choice.providers
+    )
     info = ModelInfo(
         name=bundle.name,
         version=bundle.version,

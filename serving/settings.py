@@ -86,7 +86,7 @@ class Settings(BaseSettings):
 
     @field_validator("output_formats", "inference_providers", mode="before")
     @classmethod
-    def _split_formats(cls, value: object) -> object:
+    def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value

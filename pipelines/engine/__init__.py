@@ -8,13 +8,13 @@ imported inside the loaders, so importing this package loads neither torch nor o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.engine.base import Engine
-from pipelines.errors import CheckpointMismatchError, InputNotFoundError
+from pipelines.errors import CheckpointMismatchError, ConfigError, InputNotFoundError
 
 if TYPE_CHECKING:
     from pipelines.bundle import Bundle
@@ -73,18 +73,33 @@ def load_onnx_engine(
     return OnnxEngine.from_bundle(bundle, model, config)
 
 
-def _torch(bundle: Bundle, path: Path, threads: int | None, device: str) -> Engine:
+_Providers = Sequence[str] | None
+
+
+def _torch(
+    bundle: Bundle, path: Path, threads: int | None, device: str, providers: _Providers
+) -> Engine:
+    if providers is not None:
+        raise ConfigError(
+            "Execution providers choose how ONNX Runtime runs; the torch engine has none.",
+            providers=list(providers),
+        )
     return load_torch_engine(bundle, path, device=device, threads=threads)
 
 
-def _onnx(bundle: Bundle, path: Path, threads: int | None, device: str) -> Engine:
+def _onnx(
+    bundle: Bundle, path: Path, threads: int | None, device: str, providers: _Providers
+) -> Engine:
     from pipelines.engine.onnx_engine import OnnxEngineConfig
 
-    # the device follows from the installed execution providers, not from an argument
-    return load_onnx_engine(bundle, path, OnnxEngineConfig(threads=threads))
+    # the device follows from the execution providers, not from ``device``
+    config = OnnxEngineConfig(
+        threads=threads, providers=None if providers is None else tuple(providers)
+    )
+    return load_onnx_engine(bundle, path, config)
 
 
-_LOADERS: dict[EngineKind, Callable[[Bundle, Path, int | None, str], Engine]] = {
+_LOADERS: dict[EngineKind, Callable[[Bundle, Path, int | None, str, _Providers], Engine]] = {
     EngineKind.ONNX: _onnx,
     EngineKind.TORCH: _torch,
 }
@@ -97,14 +112,17 @@ def load_engine(
     *,
     threads: int | None = None,
     device: str = "cpu",
+    providers: Sequence[str] | None = None,
 ) -> Engine:
     """Load backend ``kind`` for ``bundle``: ``model`` is an ``.onnx`` file for ``onnx`` and a
-    ``state_dict`` for ``torch``. ``device`` applies to torch only. For more ONNX options
-    (providers, graph optimisation, TTA) call :func:`load_onnx_engine`.
+    ``state_dict`` for ``torch``. ``device`` applies to torch only, ``providers`` (ONNX Runtime's
+    execution providers in order; ``None``: the installed ones by preference) to onnx only. For
+    more ONNX options (graph optimisation, TTA) call :func:`load_onnx_engine`.
 
     Raises:
         ValueError: ``kind`` is not an :class:`EngineKind`.
+        ConfigError: ``providers`` given for the torch engine.
         and whatever the backend's loader raises (see :func:`load_torch_engine`,
         :func:`load_onnx_engine`).
     """
-    return _LOADERS[EngineKind(kind)](bundle, model, threads, device)
+    return _LOADERS[EngineKind(kind)](bundle, model, threads, device, providers)

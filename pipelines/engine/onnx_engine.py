@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -37,16 +38,20 @@ from pipelines.engine.sliding_window import SlidingWindow
 from pipelines.errors import ConfigError, ModelMismatchError, ModelUnreadableError
 from pipelines.transforms import PreprocessConfig
 
+log = logging.getLogger(__name__)
+
 #: Every Basira key in the ONNX ``metadata_props`` starts with this.
 METADATA_PREFIX = "basira."
 #: Providers in order of preference; only those the installed runtime offers are used.
+OPENVINO = "OpenVINOExecutionProvider"
 PREFERRED_PROVIDERS = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
-    "OpenVINOExecutionProvider",
+    OPENVINO,
     "CPUExecutionProvider",
 )
-OPENVINO = "OpenVINOExecutionProvider"
+#: OpenVINO's options (:func:`provider_entries`): the CPU device, float32.
+OPENVINO_OPTIONS = {"device_type": "CPU", "precision": "FP32"}
 
 
 class GraphOptimization(StrEnum):
@@ -188,7 +193,7 @@ def provider_entries(providers: Sequence[str], threads: int | None) -> list[str 
     entries: list[str | tuple[str, dict]] = []
     for name in providers:
         if name == OPENVINO:
-            options = {"device_type": "CPU", "precision": "FP32"}
+            options = dict(OPENVINO_OPTIONS)
             if threads is not None:
                 options["num_of_threads"] = str(threads)
             entries.append((name, options))
@@ -238,6 +243,13 @@ class OrtSession:
             raise ModelUnreadableError(
                 f"ONNX Runtime cannot load {where}: {exc}", path=where
             ) from exc
+        dropped = [name for name in chosen if name not in self._session.get_providers()]
+        if dropped:  # ONNX Runtime falls back when a provider cannot start, and only prints it
+            log.warning(
+                "execution providers %s could not start; running on %s",
+                dropped,
+                self._session.get_providers(),
+            )
         self._input = self._session.get_inputs()[0].name
         self.graph_optimization = graph_optimization
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
