@@ -24,6 +24,12 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 3
+#: The code of an unexpected error of ours; the exception's text is shown only with --verbose.
+CLI_INTERNAL_ERROR = "cli.internal_error"
+_INTERNAL_MESSAGE = (
+    "The command stopped on an unexpected error of ours; rerun with --verbose for the traceback "
+    "to report."
+)
 _state = {"verbose": False}
 
 
@@ -32,10 +38,26 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and debug logs."),
 ) -> None:
     _state["verbose"] = verbose
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}',
-    )
+    line = '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}'
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format=line)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_WithoutTraceback(line))
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Without ``--verbose`` a log line keeps its message (an error id, a code) but not the
+    exception's traceback and text, which users are never shown; ``--verbose`` shows them.
+    The record itself is left whole for every other handler (a filter that cleared it would
+    strip the traceback from the structured log a test or a service captures as well)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
 
 
 def _register_commands() -> None:
@@ -76,7 +98,11 @@ def main() -> None:
     """Console-script entry point: run the app and turn errors into one line and an exit code."""
     _register_commands()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of raising
+        # it: `basira predict` exited 0 with failed studies.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except BasiraError as exc:
         if _state["verbose"]:
             traceback.print_exc()
@@ -93,5 +119,5 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if _state["verbose"]:
             traceback.print_exc()
-        typer.echo(f"error[internal]: {type(exc).__name__}: {exc} (rerun with --verbose)", err=True)
+        typer.echo(f"error[{CLI_INTERNAL_ERROR}]: {_INTERNAL_MESSAGE}", err=True)
         sys.exit(1)

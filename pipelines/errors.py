@@ -176,6 +176,13 @@ class TooFewSlicesError(SeriesError):
     code = "series.too_few_slices"
 
 
+class SeriesTooSmallError(SeriesError):
+    """The series spans less than one voxel of the model's grid along an axis (a matrix of a
+    few pixels, or a single thin slice): the model cannot be shown it."""
+
+    code = "series.too_small"
+
+
 class VolumeTooLargeError(SeriesError):
     """The series would need more memory than the configured limit."""
 
@@ -519,6 +526,15 @@ class OutputGeometryError(OutputError):
     not released. Report it with the detail; the source series itself is not at fault."""
 
     code = "output.geometry_mismatch"
+
+
+class FindingNotRepresentableError(OutputError):
+    """A finding that no output can show as it is (it covers no voxel of the source series'
+    grid, or a measurement is not a finite number) is left out of every output, the result JSON
+    included, and named in the result's ``withheld`` list with this code. The rest of the study
+    is reported as usual."""
+
+    code = "output.finding_not_representable"
 
 
 # --- prediction ---------------------------------------------------------------------------------

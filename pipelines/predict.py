@@ -6,13 +6,17 @@ against the model's intended use, preprocessed with the bundle's own config, run
 engine, and its probability map becomes findings with calibrated confidences and a calibrated
 study probability labelled at the operating point (:func:`apply_calibration`, the same code
 evaluation uses). Finding centres are mapped to source voxel indices and to the nearest source
-slice's SOPInstanceUID; the findings mask is mapped back to the source grid for the DICOM
-outputs, which :func:`~pipelines.reports.write_outputs` checks before releasing.
+slice's SOPInstanceUID, and the findings mask is mapped back to the source grid, where
+:func:`~pipelines.reports.representable_findings` keeps the findings every output can show (the
+others are named in ``withheld``), for every run whatever its formats. The DICOM and FHIR
+outputs are written by :func:`~pipelines.reports.write_each_output`, which checks each before
+releasing it and withholds, with a coded reason, only an object that fails.
 
-Every study ends with a result: ``completed``; ``not_analysable`` (no analysable series, out of
-intended use, or input the reader refuses: its code is the reason); or ``failed`` (our own
-error: its code, ``predict.failed`` for an unexpected one). One study's failure never stops the
-batch. See ``docs/predict.md``.
+Every study ends with a result: ``completed`` (with the diagnosis, even when an output was
+withheld); ``not_analysable`` (no analysable series, out of intended use, or input the reader
+refuses: its code is the reason); or ``failed`` (our own error: its code, ``predict.failed`` for
+an unexpected one, whose message gives only the id under which its traceback was logged). One
+study's failure never stops the batch. See ``docs/predict.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,7 +43,14 @@ from pipelines.dicom.selection import Reason
 from pipelines.dicom.volume import ReadPolicy, read_series_volume
 from pipelines.engine import EngineKind, load_engine
 from pipelines.engine.base import Engine
-from pipelines.errors import BasiraError, ModelError, ModelNotFoundError, NoDicomFoundError
+from pipelines.errors import (
+    BasiraError,
+    ModelError,
+    ModelNotFoundError,
+    NoDicomFoundError,
+    PredictionFailedError,
+    SeriesTooSmallError,
+)
 from pipelines.evaluation.calibrate import BundleCalibration, load_calibration
 from pipelines.evaluation.inference import apply_calibration
 from pipelines.findings import Finding, extract_findings_with_mask
@@ -49,9 +61,12 @@ from pipelines.reports import (
     AnalysedStudy,
     OutputFormat,
     StudyConclusion,
+    WithheldOutput,
     read_source_headers,
-    write_outputs,
+    representable_findings,
+    write_each_output,
 )
+from pipelines.reports.representable import LeftOutFinding
 from pipelines.result import (
     Diagnosis,
     DiagnosisLabel,
@@ -60,8 +75,15 @@ from pipelines.result import (
     ReasonResult,
     StudyResult,
     StudyStatus,
+    WithheldResult,
 )
-from pipelines.transforms import PreprocessedVolume, label_to_source, preprocess_volume
+from pipelines.transforms import (
+    PreprocessConfig,
+    PreprocessedVolume,
+    label_to_source,
+    plan_reorientation,
+    preprocess_volume,
+)
 from pipelines.volume import Volume
 
 __all__ = [
@@ -71,6 +93,7 @@ __all__ = [
     "PredictProgress",
     "PredictSummary",
     "StudyAnalysis",
+    "internal_error_reason",
     "key_image_ids",
     "load_model",
     "predict_inputs",
@@ -226,6 +249,16 @@ def result_path(out_dir: Path, study_instance_uid: str) -> Path:
 
 
 @dataclass(frozen=True)
+class _Inferred:
+    """What the analysis of one study found: the diagnosis, the findings every output shows,
+    and what the outputs leave out."""
+
+    diagnosis: Diagnosis
+    findings: list[FindingResult]
+    withheld: list[WithheldResult]
+
+
+@dataclass(frozen=True)
 class _Read:
     """One study's selected series as read in the prefetch thread (or why it could not be)."""
 
@@ -313,29 +346,30 @@ class StudyAnalysis:
                 )
             if reasons:
                 return self._refused(base, reasons, timings)
-            diagnosis, findings = self._infer(read.volume, read.headers, timings)
+            inferred = self._infer(read.volume, read.headers, timings)
         except BasiraError as exc:
             status = StudyStatus.NOT_ANALYSABLE if exc.bad_input else StudyStatus.FAILED
             return self._refused(base, [Reason.from_error(exc)], timings, status)
         except Exception as exc:
-            log.exception("study %s failed", study.study_instance_uid)
-            reason = Reason("predict.failed", f"{type(exc).__name__}: {exc}")
+            reason = internal_error_reason(exc)
             return self._refused(base, [reason], timings, StudyStatus.FAILED)
         timings["total"] = timings["read"] + _ms_since(start)
         return StudyResult.model_validate(
             {
                 **base,
                 "status": StudyStatus.COMPLETED,
-                "diagnosis": diagnosis,
-                "findings": findings,
+                "diagnosis": inferred.diagnosis,
+                "findings": inferred.findings,
+                "withheld": inferred.withheld,
                 "timings_ms": timings,
             }
         )
 
     def _infer(
         self, volume: Volume, headers: list[Dataset], timings: dict[str, float]
-    ) -> tuple[Diagnosis, list[FindingResult]]:
+    ) -> _Inferred:
         bundle = self.model.bundle
+        _require_one_model_voxel(volume, bundle.preprocess)
         with _timed(timings, "preprocess"):
             pre = preprocess_volume(volume, bundle.preprocess)
         with _timed(timings, "inference"):
@@ -345,11 +379,16 @@ class StudyAnalysis:
             found, probability = apply_calibration(found, self.model.calibration)
             found = [_to_source(finding, pre) for finding in found]
             diagnosis = self._diagnosis(probability)
+            shown = representable_findings(found, label_to_source(labels, pre.geometry))
+        withheld = [_left_out_result(item) for item in shown.left_out]
         if self.formats:
             with _timed(timings, "outputs"):
-                mask = label_to_source(labels, pre.geometry)
-                self._write_outputs(volume, headers, mask, found, diagnosis)
-        return diagnosis, [_finding_result(finding, volume) for finding in found]
+                outputs = self._write_outputs(
+                    volume, headers, shown.mask_kji, shown.findings, diagnosis
+                )
+            withheld += [_withheld_output_result(item) for item in outputs]
+        findings = [_finding_result(finding, volume) for finding in shown.findings]
+        return _Inferred(diagnosis, findings, withheld)
 
     def _diagnosis(self, probability: float) -> Diagnosis:
         threshold = self.model.operating_point
@@ -367,7 +406,7 @@ class StudyAnalysis:
         mask: np.ndarray,
         found: list[Finding],
         diagnosis: Diagnosis,
-    ) -> None:
+    ) -> list[WithheldOutput]:
         info = self.model.info
         study = AnalysedStudy(
             volume=volume,
@@ -382,7 +421,7 @@ class StudyAnalysis:
             ),
             key_image_ids=key_image_ids(found, self.model.calibration),
         )
-        write_outputs(study, self.out_dir, self.formats)
+        return write_each_output(study, self.out_dir, self.formats).withheld
 
     @staticmethod
     def _refused(
@@ -400,6 +439,23 @@ class StudyAnalysis:
                 "timings_ms": timings,
             }
         )
+
+
+def internal_error_reason(exc: BaseException, *, context: str = "analysis") -> Reason:
+    """The reason a study's analysis stopped on an unexpected error of ours.
+
+    Users get the one documented code (``predict.failed``) and a plain sentence; the
+    exception itself, whose text may quote file names or UIDs, goes only to the log, with its
+    traceback, on the line ``<context> stopped: unexpected error <id>``, the id being the one
+    the sentence names.
+    """
+    error_id = uuid.uuid4().hex[:12]
+    log.error("%s stopped: unexpected error %s", context, error_id, exc_info=exc)
+    return Reason(
+        PredictionFailedError.code,
+        "The analysis stopped on an unexpected error of ours, not of the study; it was logged "
+        f"as error {error_id}. Report that id to the operator of the service.",
+    )
 
 
 def key_image_ids(found: Sequence[Finding], calibration: BundleCalibration) -> frozenset[int]:
@@ -427,6 +483,37 @@ def _to_source(finding: Finding, pre: PreprocessedVolume) -> Finding:
     """``finding`` with ``center_ijk`` as a source voxel index (extracted on the model grid)."""
     source = pre.geometry.output_to_source_ijk(np.asarray(finding.center_ijk, float))
     return replace(finding, center_ijk=(float(source[0]), float(source[1]), float(source[2])))
+
+
+def _require_one_model_voxel(volume: Volume, preprocess: PreprocessConfig) -> None:
+    """Refuse a series narrower than one voxel of the model's grid along an axis (its extent:
+    voxels times spacing, on the axis it is reoriented to), which resampling cannot turn into
+    any network input.
+
+    Raises:
+        SeriesTooSmallError: the series is too small for the model (not analysable).
+    """
+    axes, _ = plan_reorientation(volume.affine_lps, preprocess.orientation)
+    source_mm = [n * s for n, s in zip(volume.shape[::-1], volume.spacing_mm, strict=True)]
+    extent_mm = [source_mm[axes[n]] for n in range(3)]
+    grid_mm = preprocess.target_spacing_mm
+    short = [n for n in range(3) if extent_mm[n] < grid_mm[n]]
+    if short:
+        raise SeriesTooSmallError(
+            f"The series spans {', '.join(f'{e:.1f}' for e in extent_mm)} mm, less than one "
+            f"voxel of the model's {tuple(grid_mm)} mm grid along "
+            f"{'/'.join('ijk'[n] for n in short)}: it cannot be analysed.",
+            extent_mm=[round(e, 2) for e in extent_mm],
+            model_spacing_mm=list(grid_mm),
+        )
+
+
+def _left_out_result(item: LeftOutFinding) -> WithheldResult:
+    return WithheldResult(code=item.code, message=item.message, finding_id=item.finding.id)
+
+
+def _withheld_output_result(item: WithheldOutput) -> WithheldResult:
+    return WithheldResult(code=item.code, message=item.message, output=item.output.value)
 
 
 def _finding_result(finding: Finding, volume: Volume) -> FindingResult:

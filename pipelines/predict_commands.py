@@ -108,6 +108,10 @@ def predict_command(
                 f"{reason.message}",
                 err=True,
             )
+        for item in result.withheld:
+            typer.echo(
+                f"{result.study_instance_uid}: withheld [{item.code}] {item.message}", err=True
+            )
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     typer.echo(f"{len(summary.results)} studies ({tally}); results in {out}")
     if summary.any_failed:

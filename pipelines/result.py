@@ -31,10 +31,12 @@ __all__ = [
     "ReasonResult",
     "StudyResult",
     "StudyStatus",
+    "WithheldResult",
     "result_json_schema",
 ]
 
-SCHEMA_VERSION: Literal["1.0"] = "1.0"
+#: 1.1 added ``withheld`` (what a completed result leaves out, and why).
+SCHEMA_VERSION: Literal["1.1"] = "1.1"
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Triple = tuple[float, float, float]
@@ -69,6 +71,18 @@ class ReasonResult(_Strict):
 
     code: str = Field(min_length=1)
     message: str
+
+
+class WithheldResult(_Strict):
+    """What a completed result leaves out, with a stable code (``docs/errors.md``) and one
+    sentence: a finding no output can show (``finding_id`` set, ``output`` null: it is in none
+    of them, this JSON included), or an asked-for object that could not be released
+    (``output`` set; the diagnosis and every other output are delivered)."""
+
+    code: str = Field(min_length=1)
+    message: str
+    output: Literal["seg", "sr", "fhir", "keyimages"] | None = None
+    finding_id: int | None = Field(default=None, ge=1)
 
 
 class ModelInfo(_Strict):
@@ -107,7 +121,7 @@ class FindingResult(_Strict):
 class StudyResult(_Strict):
     """``<StudyInstanceUID>.json``: the result of one study."""
 
-    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    schema_version: Literal["1.1"] = SCHEMA_VERSION
     study_instance_uid: str = Field(min_length=1)
     #: the analysed series; None when no series of the study could be read.
     series_instance_uid: str | None
@@ -116,6 +130,8 @@ class StudyResult(_Strict):
     model: ModelInfo
     diagnosis: Diagnosis | None = None
     findings: list[FindingResult] = Field(default_factory=list)
+    #: completed studies only: findings left out of every output and objects not released.
+    withheld: list[WithheldResult] = Field(default_factory=list)
     #: wall time per stage (read, intended_use, preprocess, inference, findings, outputs, total).
     timings_ms: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
 
@@ -128,6 +144,8 @@ class StudyResult(_Strict):
             raise ValueError(
                 f"a {self.status.value} study has reasons and neither diagnosis nor findings"
             )
+        elif self.withheld:
+            raise ValueError(f"a {self.status.value} study withholds nothing: it has no outputs")
         return self
 
     def to_json(self) -> str:

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -82,6 +83,20 @@ def create_app(
     return app
 
 
+def _allowed_methods(request: Request, named: str) -> str:
+    """Every method some operation of the API accepts on this path, with the ones Starlette
+    ``named`` (it names only the first route whose path matched, so ``OPTIONS
+    /dicomweb/studies`` listed POST, STOW-RS, without GET, QIDO-RS)."""
+    methods = {m.strip().upper() for m in named.split(",") if m.strip()}
+    path = request.url.path
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BasiraError)
     async def basira_error(_request: Request, exc: BasiraError) -> JSONResponse:
@@ -100,7 +115,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error.to_dict(), status_code=error.http_status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error: BasiraError
         if exc.status_code == 404:
             error = NotFoundError("No such resource.")
@@ -108,7 +123,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             error = MethodNotAllowedError("This path does not accept this HTTP method.")
         else:
             error = ServiceRequestError(str(exc.detail))
-        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.pop("Allow", ""))
+        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -90,6 +90,7 @@ class Database:
             elif self.is_sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             Base.metadata.create_all(conn)
+            _add_missing_columns(conn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -109,6 +110,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+#: Columns added to existing tables after their first release: ``create_all`` creates missing
+#: tables only, so a database made by an earlier version gets these by ``ALTER TABLE``.
+_ADDED_COLUMNS = (("jobs", "not_before"),)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the nullable columns of :data:`_ADDED_COLUMNS` that an existing table lacks."""
+    inspector = inspect(conn)
+    for table_name, column_name in _ADDED_COLUMNS:
+        present = {column["name"] for column in inspector.get_columns(table_name)}
+        if column_name in present:
+            continue
+        column = Base.metadata.tables[table_name].c[column_name]
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column_name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

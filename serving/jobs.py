@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,16 +62,22 @@ def content_sha256(instances: Sequence[Instance]) -> str:
     return digest.hexdigest()
 
 
-def enqueue_study(session: Session, study: Study) -> Job:
-    """The job analysing ``study``'s current content: the existing one, or a new queued one.
+def enqueue_study(session: Session, study: Study, *, not_before: datetime | None = None) -> Job:
+    """The job analysing ``study``'s current content: the existing one, or a queued one.
 
-    A job that ended ``failed`` is queued again (a retry after a transient fault); any other
-    existing job is returned as it is.
+    ``not_before``: the job is not claimed before then (a STOW-RS transfer, which may go on
+    over further requests); None: at once (an upload, ``analyze``, a study gone quiet). A
+    queued job of the study that no worker has taken yet follows the study's content: it is
+    retargeted to the new content rather than a second job being queued, so the job a sender
+    was told about analyses the whole transfer. A job that ended ``failed`` is queued again
+    (a retry after a transient fault); any other existing job is returned as it is.
     """
     instances = session.scalars(select(Instance).where(Instance.study_id == study.id)).all()
     digest = content_sha256(instances)
     study.needs_analysis = False
     existing = _job_for(session, study, digest)
+    if existing is None:
+        existing = _retarget_pending(session, study, digest, instances, not_before)
     if existing is None:
         try:
             with session.begin_nested():
@@ -84,6 +90,7 @@ def enqueue_study(session: Session, study: Study) -> Job:
                     reasons=[],
                     attempts=0,
                     result_files={},
+                    not_before=not_before,
                 )
                 session.add(existing)
             return existing
@@ -93,7 +100,58 @@ def enqueue_study(session: Session, study: Study) -> Job:
     if existing.status == JobStatus.FAILED:
         _requeue(existing, attempts=0)
         existing.reasons = []
+        existing.not_before = not_before
+    elif existing.status == JobStatus.QUEUED:
+        existing.not_before = _later_start(existing.not_before, not_before)
     return existing
+
+
+def _retarget_pending(
+    session: Session,
+    study: Study,
+    digest: str,
+    instances: Sequence[Instance],
+    not_before: datetime | None,
+) -> Job | None:
+    """The study's queued, never-started job, now analysing ``digest``; None when there is
+    none (or a worker claimed it meanwhile: the conditional update then matches nothing)."""
+    pending = session.scalar(
+        select(Job)
+        .where(
+            Job.tenant_id == study.tenant_id,
+            Job.study_id == study.id,
+            Job.status == JobStatus.QUEUED,
+            Job.attempts == 0,
+        )
+        .order_by(Job.created_at.desc())
+        .limit(1)
+    )
+    if pending is None:
+        return None
+    try:
+        with session.begin_nested():
+            moved = session.execute(
+                update(Job)
+                .where(Job.id == pending.id, Job.status == JobStatus.QUEUED, Job.attempts == 0)
+                .values(
+                    content_sha256=digest,
+                    instance_ids=sorted(inst.id for inst in instances),
+                    not_before=_later_start(pending.not_before, not_before),
+                )
+                .execution_options(synchronize_session=False)
+            )
+    except IntegrityError:  # the same content was queued concurrently: that job is the one
+        return _job_for(session, study, digest)
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Job, pending.id, populate_existing=True)
+
+
+def _later_start(current: datetime | None, asked: datetime | None) -> datetime | None:
+    """At once when anyone asks for at once; otherwise the later of the two waits."""
+    if current is None or asked is None:
+        return None
+    return max(current, asked)
 
 
 def enqueue_quiet_studies(session: Session, quiet_s: float, now: datetime | None = None) -> int:
@@ -159,13 +217,24 @@ def claim_next(
 ) -> Job | None:
     """Take the oldest queued job for ``worker_id`` under a lease, or None when none is queued."""
     now = now or utcnow()
-    candidates = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+    candidates = (
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            or_(Job.not_before.is_(None), Job.not_before <= now),
+        )
+        .order_by(Job.created_at)
+    )
     if session.get_bind().dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     for job_id in session.scalars(candidates.limit(8)).all():
         claimed = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .where(
+                Job.id == job_id,
+                Job.status == JobStatus.QUEUED,
+                or_(Job.not_before.is_(None), Job.not_before <= now),
+            )
             .values(
                 status=JobStatus.RUNNING,
                 worker_id=worker_id,

@@ -3,14 +3,24 @@ tenant, so another tenant's study or job is simply not found (404, never 403).""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipelines.errors import JobNotFoundError, StudyNotFoundError
-from serving.models import Instance, Job, Study
-from serving.schemas import JobPublic, ModelPublic, ReasonPublic, StudyPublic
+from serving.models import Instance, Job, JobStatus, Study
+from serving.schemas import JobPublic, ModelPublic, ReasonPublic, StudyPublic, WithheldPublic
 
-__all__ = ["job_public", "latest_job", "study_public", "tenant_job", "tenant_study"]
+__all__ = [
+    "job_public",
+    "job_withheld",
+    "latest_job",
+    "study_public",
+    "tenant_job",
+    "tenant_study",
+]
 
 
 def tenant_study(session: Session, tenant_id: str, study_uid: str) -> Study:
@@ -48,7 +58,9 @@ def job_public(job: Job, study_uid: str) -> JobPublic:
         study_instance_uid=study_uid,
         status=job.status,
         reasons=[ReasonPublic(**reason) for reason in job.reasons],
+        withheld=[WithheldPublic(**item) for item in job_withheld(job)],
         attempts=job.attempts,
+        not_before=job.not_before if job.status == JobStatus.QUEUED else None,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -57,6 +69,13 @@ def job_public(job: Job, study_uid: str) -> JobPublic:
         else None,
         result_url=f"/v1/studies/{study_uid}/result" if ended else None,
     )
+
+
+def job_withheld(job: Job) -> list[dict[str, Any]]:
+    """The ``withheld`` items of the job's result JSON (none before it ends)."""
+    if not job.result_json:
+        return []
+    return list(json.loads(job.result_json).get("withheld", []))
 
 
 def study_public(session: Session, study: Study) -> StudyPublic:

@@ -16,6 +16,7 @@ __all__ = [
     "RejectedFilePublic",
     "StudyAccepted",
     "StudyPublic",
+    "WithheldPublic",
 ]
 
 
@@ -49,6 +50,16 @@ class ReasonPublic(BaseModel):
     message: str
 
 
+class WithheldPublic(BaseModel):
+    """What a completed analysis left out: a finding no output can show (``finding_id``) or an
+    object that could not be released (``output``), with its code (``docs/errors.md``)."""
+
+    code: str
+    message: str
+    output: str | None = None
+    finding_id: int | None = None
+
+
 class ModelPublic(BaseModel):
     name: str
     version: str
@@ -61,7 +72,12 @@ class JobPublic(BaseModel):
     study_instance_uid: str
     status: str
     reasons: list[ReasonPublic]
+    #: completed jobs: findings left out of every output and result objects not released.
+    withheld: list[WithheldPublic] = Field(default_factory=list)
     attempts: int
+    #: a queued job waits until then (a STOW-RS transfer going quiet); null: as soon as a
+    #: worker is free.
+    not_before: datetime | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -65,7 +65,9 @@ class Settings(BaseSettings):
 
     #: DICOM C-STORE listener port (0: no listener) and the service's own AE title.
     dicom_port: int = Field(default=11112, ge=0, le=65535)
-    dicom_host: str = "0.0.0.0"
+    #: Interface of the C-STORE listener: loopback, like the HTTP API, unless an operator
+    #: exposes it on purpose (``0.0.0.0`` or one interface's address).
+    dicom_host: str = "127.0.0.1"
     dicom_ae_title: str = "BASIRA"
 
     #: Webhook deliveries: attempts, first retry delay (doubling), request timeout.

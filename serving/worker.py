@@ -25,7 +25,13 @@ from sqlalchemy import select
 
 from pipelines.dicom.index import StudyEntry, index_inputs
 from pipelines.errors import BasiraError, NoDicomFoundError, PredictionFailedError
-from pipelines.predict import EngineChoice, LoadedModel, StudyAnalysis, load_model
+from pipelines.predict import (
+    EngineChoice,
+    LoadedModel,
+    StudyAnalysis,
+    internal_error_reason,
+    load_model,
+)
 from pipelines.reports import OutputFormat
 from pipelines.result import ReasonResult, StudyResult, StudyStatus
 from serving import jobs
@@ -154,8 +160,7 @@ class Worker:
         except BasiraError as exc:
             return self._refused(job, exc, out_dir)
         except Exception as exc:
-            log.exception("job %s failed", job.id)
-            return self._refused(job, _unexpected(exc), out_dir)
+            return self._refused(job, _unexpected(exc, job.id), out_dir)
         return self._outcome(result, out_dir)
 
     def _study_entry(self, job: Job, workdir: Path) -> StudyEntry:
@@ -171,7 +176,9 @@ class Worker:
                 n_rejected=len(index.rejected_files),
             )
         if len(index.studies) > 1:
-            raise _unexpected(RuntimeError(f"{len(index.studies)} studies in one job's files"))
+            raise _unexpected(
+                RuntimeError(f"{len(index.studies)} studies in one job's files"), job.id
+            )
         return index.studies[0]
 
     def _outcome(self, result: StudyResult, out_dir: Path) -> jobs.JobOutcome:
@@ -228,7 +235,7 @@ class Worker:
             beat.join()
 
 
-def _unexpected(exc: Exception) -> BasiraError:
-    return PredictionFailedError(
-        f"The analysis stopped on an unexpected error ({type(exc).__name__}); it was logged."
-    )
+def _unexpected(exc: Exception, job_id: str) -> BasiraError:
+    """``predict.failed`` with a plain sentence naming the error id; the exception and its
+    traceback are logged under that id (with the job id), never shown."""
+    return PredictionFailedError(internal_error_reason(exc, context=f"job {job_id}").message)

@@ -155,8 +155,17 @@ def _describe(image: Dataset, study: AnalysedStudy, source: Dataset) -> None:
 
 def patient_orientation(orientation: list[float]) -> tuple[str, str]:
     """DICOM PatientOrientation (e.g. ``("L", "P")``) of the rows and columns of a slice with
-    ImageOrientationPatient ``orientation``: letters of each axis, the dominant one first."""
-    return _direction_letters(orientation[:3]), _direction_letters(orientation[3:6])
+    ImageOrientationPatient ``orientation``: the letter of the patient axis each one runs
+    closest to. One letter each, not the standard's optional oblique pairs (``"LP"``): highdicom
+    accepts single letters only, and an oblique or rotated series (decubitus, in-plane
+    rotation) otherwise lost its key images."""
+    return _direction_letter(orientation[:3]), _direction_letter(orientation[3:6])
+
+
+def _direction_letter(cosines: list[float]) -> str:
+    letters = [("L", "R"), ("P", "A"), ("H", "F")]
+    axis = int(np.argmax(np.abs(np.asarray(cosines, dtype=float))))
+    return letters[axis][0 if cosines[axis] > 0 else 1]
 
 
 def _direction_letters(cosines: list[float]) -> str:

@@ -5,10 +5,11 @@ Fail closed: any disagreement raises :class:`~pipelines.errors.OutputGeometryErr
 *written* attributes, never from what the writer meant to write, and map them through the
 source volume's affine independently of highdicom's own frame bookkeeping:
 
-* SEG: every frame's ImagePositionPatient lands on a source slice (integer ``k``, ``i = j = 0``
-  within ``atol_mm``), the frame's derivation reference is that slice's SOPInstanceUID, the
-  shared orientation and pixel spacing are the source's, each segment carries its finding's
-  Tracking UID, and the mask rebuilt from the frames equals the findings mask voxel for voxel.
+* SEG: every frame's ImagePositionPatient is that of a source slice (``k`` found through the
+  source affine, then the instance's own position within ``atol_mm``), the frame's derivation
+  reference is that slice's SOPInstanceUID, the shared orientation and pixel spacing are the
+  source's, each segment carries its finding's Tracking UID and has at least one frame, and the
+  mask rebuilt from the frames equals the findings mask voxel for voxel.
 * SR: one measurement group per finding (matched by Tracking UID), its SCOORD3D point equals the
   finding centre in the source frame of reference, its values equal the finding's, and the SEG
   is listed as evidence.
@@ -82,14 +83,19 @@ def _check_seg_plane(seg: Dataset, study: AnalysedStudy) -> None:
 
 
 def _check_segments(seg: Dataset, study: AnalysedStudy) -> None:
-    """Each finding's segment exists and carries its Tracking UID."""
+    """Each finding's segment exists, carries its Tracking UID and has at least one frame (the
+    SR measures on a segment's frames, and a PACS cannot show a segment without any)."""
     segments = {int(item.SegmentNumber): item for item in seg.SegmentSequence}
     if len(segments) != len(study.findings):
         raise _fail("segment count differs", "SEG", expected=len(study.findings))
+    framed = {frame_segment_number(seg, item) for item in seg.PerFrameFunctionalGroupsSequence}
     for finding in study.findings:
-        item = segments.get(study.segment_number(finding))
+        number = study.segment_number(finding)
+        item = segments.get(number)
         if item is None or item.get("TrackingUID") != study.tracking_uid(finding):
             raise _fail("segment tracking UID differs", "SEG", finding=finding.id)
+        if number not in framed:
+            raise _fail("segment has no frame", "SEG", finding=finding.id, segment=number)
 
 
 def _rebuild_mask(seg: Dataset, study: AnalysedStudy, atol_mm: float) -> np.ndarray:
@@ -112,19 +118,26 @@ def _rebuild_mask(seg: Dataset, study: AnalysedStudy, atol_mm: float) -> np.ndar
 
 
 def _frame_slice(item: Dataset, study: AnalysedStudy, atol_mm: float, *, frame: int) -> int:
-    """Index ``k`` of the source slice a SEG frame's position is on."""
+    """Index ``k`` of the source slice a SEG frame's position is on.
+
+    ``k`` is found through the volume's affine, and the position must then equal that source
+    instance's own ImagePositionPatient. The affine alone is not the reference: the reader
+    takes a stack sheared by less than its tilt tolerance as unsheared, so the affine drifts
+    from the instances' positions along such a stack, while the SEG copies the positions.
+    """
     position = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float)
-    ijk = study.volume.lps_to_ijk(position)
-    k = round(float(ijk[2]))
-    exact = study.volume.ijk_to_lps(np.array([0.0, 0.0, float(k)]))
-    if not 0 <= k < study.volume.shape[0] or np.linalg.norm(position - exact) > atol_mm:
-        raise _fail(
-            "frame position is not on a source slice",
-            "SEG",
-            frame=frame,
-            position_lps_mm=position.tolist(),
-        )
-    return k
+    k = round(float(study.volume.lps_to_ijk(position)[2]))
+    if 0 <= k < study.volume.shape[0]:
+        header = study.headers_in_volume_order[k]
+        exact = np.asarray(header.ImagePositionPatient, float)
+        if np.linalg.norm(position - exact) <= atol_mm:
+            return k
+    raise _fail(
+        "frame position is not on a source slice",
+        "SEG",
+        frame=frame,
+        position_lps_mm=position.tolist(),
+    )
 
 
 def check_sr(sr: Dataset, study: AnalysedStudy, seg: Dataset) -> None:

@@ -67,6 +67,10 @@ class AnalysedStudy:
     a key image (``None``: every finding; ``basira predict`` picks those behind a positive
     label). ``created`` stamps every written object.
 
+    Every finding must cover at least one voxel of ``findings_mask``: a finding no output can
+    show is left out of all of them before a study is built
+    (:func:`~pipelines.reports.representable.representable_findings`).
+
     Raises:
         ValueError: the parts do not describe the same study (see :meth:`__post_init__`).
     """
@@ -95,9 +99,16 @@ class AnalysedStudy:
         if self.key_image_ids is not None and not self.key_image_ids <= set(ids):
             raise ValueError(f"key_image_ids {sorted(self.key_image_ids)} are not all findings")
         mask = self.findings_mask
-        stray = set(np.unique(mask[mask != 0]).tolist()) - set(ids)  # few voxels: no full sort
+        present = set(np.unique(mask[mask != 0]).tolist())  # few voxels: no full sort
+        stray = present - set(ids)
         if stray:
             raise ValueError(f"findings_mask holds labels without a finding: {sorted(stray)}")
+        empty = sorted(set(ids) - present)
+        if empty:
+            raise ValueError(
+                f"findings {empty} cover no voxel of findings_mask: no SEG segment or SR "
+                "measurement can show them (leave them out with representable_findings)"
+            )
         self.headers_in_volume_order  # noqa: B018 - validates the headers now, not at first use
 
     @cached_property

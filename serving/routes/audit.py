@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from pydantic import AfterValidator, BeforeValidator
 
 from serving.audit import list_events
 from serving.deps import AdminDep, ServicesDep, SessionDep, audit_entry
@@ -13,6 +15,26 @@ from serving.routes.studies import ERRORS
 from serving.schemas import AuditEventPublic, ErrorBody
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+#: An RFC 3339 / ISO 8601 date-time, as the schema's ``format: date-time`` says; pydantic alone
+#: would also take a bare number (``since=0.5``) as seconds since 1970.
+_DATE_TIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def _iso_8601_only(value: object) -> object:
+    """Refuse a ``since`` that is not a date-time string (a number, a bare date)."""
+    if isinstance(value, str) and not _DATE_TIME.match(value):
+        raise ValueError("since must be an ISO 8601 date-time, e.g. 2026-01-31T00:00:00Z")
+    return value
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """A ``since`` without an offset is UTC, like every time the service stores and shows."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 @router.get(
@@ -23,7 +45,9 @@ def read_audit(
     admin: AdminDep,
     services: ServicesDep,
     session: SessionDep,
-    since: datetime | None = None,
+    since: Annotated[
+        datetime | None, BeforeValidator(_iso_8601_only), AfterValidator(_as_utc)
+    ] = None,
     action: Annotated[str | None, Query(max_length=50)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEventPublic]:

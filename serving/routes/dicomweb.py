@@ -13,11 +13,13 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import StringConstraints
 from pydicom import Dataset
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -30,8 +32,10 @@ from pipelines.errors import (
     UnsupportedMediaTypeError,
 )
 from serving.audit import AuditEntry
+from serving.db import utcnow
 from serving.deps import PrincipalDep, ServicesDep, SessionDep, audit_entry
-from serving.ingest import Door, Refusal, StoredInstance, ingest
+from serving.ingest import Door, IngestReport, Refusal, StoredInstance, ingest
+from serving.jobs import enqueue_study
 from serving.models import Instance, Study
 from serving.multipart import Part, content_type_parameters, spool_multipart
 from serving.queries import tenant_study
@@ -73,6 +77,10 @@ MAX_WARNINGS = 20
 MAX_RESULTS = 1000
 MORE_RESULTS = '299 basira "There are additional results that can be requested"'
 _UID = re.compile(UID_PATTERN)
+#: A ``StudyInstanceUID`` query value: empty (every study) or UIDs separated by ``,`` or ``\``
+#: (spaces around them ignored); at most 64 characters, so each UID is at most 64 too. The
+#: schema publishes it, so clients know the rule the server enforces.
+UID_LIST_PATTERN = r"^ *([0-9]+(\.[0-9]+)*( *[,\\] *[0-9]+(\.[0-9]+)*)*)? *$"
 _STUDY_KEYS = {"StudyInstanceUID", "0020000D", "limit", "offset", "includefield", "fuzzymatching"}
 _SERIES_KEYS = {"includefield", "fuzzymatching"}
 
@@ -108,6 +116,8 @@ class StowOutcome:
 
     stored: list[StoredInstance]
     failed: list[Refusal]
+    #: the analysis job of each study stored (or re-sent), by Study Instance UID.
+    jobs: dict[str, str] = field(default_factory=dict)
 
     @property
     def status_code(self) -> int:
@@ -209,10 +219,26 @@ def _store_parts(
             report = ingest(
                 session, services.store, tenant_id, files, Door.STOW, expected_study=expected_study
             )
+            jobs = _queue_jobs(session, services, tenant_id, report)
     except StorageFullError as exc:
         failed += [Refusal(f.name, exc.code, exc.message) for f in files]
         return StowOutcome([], sorted(failed, key=_part_number))
-    return StowOutcome(report.stored, sorted(failed + report.refused, key=_part_number))
+    return StowOutcome(report.stored, sorted(failed + report.refused, key=_part_number), jobs)
+
+
+def _queue_jobs(
+    session: Session, services: Services, tenant_id: str, report: IngestReport
+) -> dict[str, str]:
+    """The analysis job of each study this request stored into, in the same transaction as its
+    instances. It starts once the study has been quiet ``study_quiet_s`` (the transfer may go
+    on over further requests, which retarget the same job) or at once on ``analyze``."""
+    start = utcnow() + timedelta(seconds=services.settings.study_quiet_s)
+    jobs = {}
+    for uid in sorted({s.study_instance_uid for s in report.stored}):
+        study = report.studies.get(uid) or tenant_study(session, tenant_id, uid)
+        jobs[uid] = enqueue_study(session, study, not_before=start).id
+    session.flush()
+    return jobs
 
 
 def _part_number(refusal: Refusal) -> int:
@@ -246,7 +272,24 @@ def _stow_response(outcome: StowOutcome, base_url: str) -> Response:
     )
     for warning in _warnings(outcome.failed):
         response.headers.append("Warning", warning)
+    for study_uid, job_id in outcome.jobs.items():
+        response.headers.append("Link", _job_link(base_url, study_uid, job_id))
     return response
+
+
+def _job_link(base_url: str, study_uid: str, job_id: str) -> str:
+    """``Link: <job URL>; rel="monitor"; anchor="<study URL>"``: the analysis job of a stored
+    study (RFC 8288; ``monitor`` is the registered relation for a resource that reports the
+    status of the request's processing). Headers, not the body: the Store Instances Response
+    Module has no attribute for it, and DICOMweb clients read the body as that module."""
+    return (
+        f'<{_job_url(base_url, job_id)}>; rel="monitor"; '
+        f'anchor="{_retrieve_url(base_url, study_uid)}"'
+    )
+
+
+def _job_url(base_url: str, job_id: str) -> str:
+    return f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
 
 
 def _failed_item(refusal: Refusal) -> Dataset:
@@ -305,7 +348,10 @@ def search_for_studies(
     principal: PrincipalDep,
     services: ServicesDep,
     session: SessionDep,
-    study_instance_uid: Annotated[list[str] | None, Query(alias="StudyInstanceUID")] = None,
+    study_instance_uid: Annotated[
+        list[Annotated[str, StringConstraints(max_length=64, pattern=UID_LIST_PATTERN)]] | None,
+        Query(alias="StudyInstanceUID"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:

@@ -22,7 +22,7 @@ from serving.ingest import Door, IngestReport, expand_archives, ingest
 from serving.jobs import enqueue_study
 from serving.models import Job, JobStatus
 from serving.multipart import spool_multipart
-from serving.queries import job_public, latest_job, study_public, tenant_study
+from serving.queries import job_public, job_withheld, latest_job, study_public, tenant_study
 from serving.schemas import ErrorBody, JobPublic, RejectedFilePublic, StudyAccepted, StudyPublic
 from serving.services import Services
 from serving.storage import SpooledFile
@@ -48,7 +48,11 @@ _UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                        }
                     },
                     "required": ["files"],
                 }
@@ -209,6 +213,14 @@ def get_result_object(
         job = _ended_job(session, principal, study_uid)
         name = job.result_files.get(kind)
         if not name:
+            withheld = [item for item in job_withheld(job) if item.get("output") == kind]
+            if withheld:
+                raise ResultObjectNotFoundError(
+                    f"The {kind.upper()} of this study was withheld: it could not be released "
+                    "as written; the result JSON and the other objects were delivered.",
+                    status=job.status,
+                    withheld=withheld,
+                )
             raise ResultObjectNotFoundError(
                 f"The analysis of this study ended {job.status} without a {kind.upper()} "
                 "(no findings, or not analysable).",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -272,14 +273,23 @@ def test_a_corrupt_study_does_not_stop_the_batch(release, tmp_path):
     assert len(list((tmp_path / "out").glob("*.json"))) == 3
 
 
-def test_an_unexpected_error_fails_that_study_with_predict_failed(release, tmp_path):
+def test_an_unexpected_error_fails_that_study_with_predict_failed(release, tmp_path, caplog):
+    """The exception's text reaches the log under the id the reason names, never the reason
+    itself (issue 15: users see coded, plain reasons only)."""
     write_study(tmp_path / "in" / "a", "crash-a")
     write_study(tmp_path / "in" / "b", "crash-b")
     model = dataclasses.replace(load_model(release), engine=BrokenEngine())
-    results = _analyse(model, tmp_path / "in", tmp_path / "out")
+    with caplog.at_level(logging.ERROR):
+        results = _analyse(model, tmp_path / "in", tmp_path / "out")
     assert [r.status for r in results] == [StudyStatus.FAILED, StudyStatus.FAILED]
     assert all(r.reasons[0].code == "predict.failed" for r in results)
-    assert "simulated engine crash" in results[0].reasons[0].message
+    assert "simulated engine crash" not in results[0].reasons[0].message
+    logged = [r for r in caplog.records if r.exc_info]
+    error_id = results[0].reasons[0].message.split("logged as error ")[1][:12]
+    assert any(
+        error_id in r.getMessage() and "simulated engine crash" in str(r.exc_info[1])
+        for r in logged
+    )
     assert len(list((tmp_path / "out").glob("*.json"))) == 2
 
 

@@ -26,7 +26,7 @@ from serving.settings import Settings
 from serving.tenants import create_tenant, get_tenant, issue_key
 from tests.pipelines.releases import make_release, small_bundle
 from tests.pipelines.test_predict import write_study
-from tests.serving.postgres import POSTGRES_URL_ENV, SKIP_MESSAGE, private_schema
+from tests.serving.postgres import SKIP_MESSAGE, postgres_base_url, private_schema
 
 
 @pytest.fixture(scope="session")
@@ -233,10 +233,10 @@ def running_service(tmp_path: Path, service_release: Path) -> Iterator[RunningSe
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A private schema on the PostgreSQL server of ``BASIRA_TEST_POSTGRES_URL`` for this test
-    session (each pytest-xdist worker gets its own), dropped at the end; skipped, saying so,
-    when the variable is not set."""
-    base_url = os.environ.get(POSTGRES_URL_ENV)
+    """A private schema on the PostgreSQL server of ``BASIRA_TEST_POSTGRES_URL``, or on the local
+    one when it answers, for this test session (each pytest-xdist worker gets its own), dropped
+    at the end; skipped, saying so, when there is neither."""
+    base_url = postgres_base_url()
     if not base_url:
         pytest.skip(SKIP_MESSAGE)
     with private_schema(base_url) as url:

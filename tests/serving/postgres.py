@@ -1,5 +1,8 @@
 """PostgreSQL for the service tests: a private schema per test session on the server named by
-``BASIRA_TEST_POSTGRES_URL``, so parallel pytest workers (and engineers) never share tables.
+``BASIRA_TEST_POSTGRES_URL`` or, when that is not set, on one that answers on this machine
+(``postgresql://postgres@127.0.0.1:5432/test``, trust authentication, as a developer's machine
+and CI provide), so parallel pytest workers (and engineers) never share tables. Only when
+neither is there are the PostgreSQL tests skipped, saying so.
 
 The schema is chosen through the connection's ``options=-csearch_path=<schema>``, carried in the
 URL, so the app, its workers and the CLI reach it with the same string an operator would set in
@@ -15,13 +18,43 @@ from contextlib import contextmanager
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from serving.db import Base, Database
 
-__all__ = ["POSTGRES_URL_ENV", "SKIP_MESSAGE", "empty_tables", "private_schema", "schema_url"]
+__all__ = [
+    "LOCAL_POSTGRES_URL",
+    "POSTGRES_URL_ENV",
+    "SKIP_MESSAGE",
+    "empty_tables",
+    "postgres_base_url",
+    "private_schema",
+    "schema_url",
+]
 
 POSTGRES_URL_ENV = "BASIRA_TEST_POSTGRES_URL"
-SKIP_MESSAGE = "BASIRA_TEST_POSTGRES_URL not set: PostgreSQL tests skipped"
+#: Tried when the variable is not set: the database every developer machine and CI run has.
+LOCAL_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SKIP_MESSAGE = (
+    "BASIRA_TEST_POSTGRES_URL not set and no PostgreSQL answers at 127.0.0.1:5432 (database "
+    "test, user postgres): PostgreSQL tests skipped"
+)
+
+
+def postgres_base_url() -> str | None:
+    """``BASIRA_TEST_POSTGRES_URL`` when set (CI keeps its own), else the local server when it
+    answers, else None."""
+    configured = os.environ.get(POSTGRES_URL_ENV)
+    if configured:
+        return configured
+    probe = Database(LOCAL_POSTGRES_URL, connect_args={"connect_timeout": 2})
+    try:
+        probe.ping()
+    except OperationalError:
+        return None
+    finally:
+        probe.dispose()
+    return LOCAL_POSTGRES_URL
 
 
 def schema_url(base_url: str, schema: str) -> str:

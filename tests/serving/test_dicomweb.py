@@ -123,7 +123,10 @@ def test_stow_of_a_whole_study_answers_200_references_every_instance_and_is_audi
 
     study = client.get(f"/v1/studies/{study_uid}", headers=hospital.headers).json()
     assert study["n_instances"] == len(study_files)
-    assert study["latest_job"] is None  # queued by the worker once the study is quiet
+    # issue 15: the job exists from the store on (the response names it) and starts once the
+    # study is quiet (BASIRA_STUDY_QUIET_S, 0 in these settings), no longer created only then
+    assert study["latest_job"]["status"] == "queued"
+    assert f"/v1/jobs/{study['latest_job']['id']}>" in response.headers["link"]
     [event] = audit_events(client, settings, hospital, "study.stow")
     assert (event["resource"], event["outcome"]) == (study_uid, "ok")
 

@@ -409,3 +409,19 @@ def test_storescu_stores_a_series_into_basira_serve(
     assert study["n_instances"] == len(study_files)
     assert study["latest_job"]["status"] == "completed", study
     assert study_uid not in running_service.log_tail(100_000)
+
+
+@pytest.mark.parametrize(
+    ("exposure", "bound"), [({}, "127.0.0.1"), ({"dicom_host": "0.0.0.0"}, "0.0.0.0")]
+)
+def test_the_listener_binds_loopback_unless_exposure_is_set(
+    settings: Settings, exposure: dict[str, str], bound: str
+) -> None:
+    """Like the HTTP API, the C-STORE listener answers only this machine until an operator
+    exposes it (BASIRA_DICOM_HOST)."""
+    assert Settings.model_fields["dicom_host"].default == "127.0.0.1"
+    settings = settings.model_copy(update={"dicom_port": 0, **exposure})
+    with TestClient(create_app(settings, start_hooks=(start_dicom_listener,))) as client:
+        server = listener_of(client)._server
+        assert server is not None
+        assert server.server_address[0] == bound

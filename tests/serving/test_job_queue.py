@@ -8,7 +8,6 @@ named.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -26,7 +25,7 @@ from serving.models import Job, JobStatus, Study
 from serving.settings import Settings
 from serving.tenants import create_tenant
 from tests.serving.conftest import make_tenant, multipart_files
-from tests.serving.postgres import POSTGRES_URL_ENV, SKIP_MESSAGE, empty_tables, private_schema
+from tests.serving.postgres import SKIP_MESSAGE, empty_tables, postgres_base_url, private_schema
 from tests.serving.test_upload_flow import run_worker_once
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -102,7 +101,7 @@ def test_processes_starting_together_all_create_the_schema(backend: str, tmp_pat
         for round_ in range(10):
             _start_together(nullcontext(f"sqlite:///{tmp_path / f'fresh{round_}.db'}"))
     else:
-        base_url = os.environ.get(POSTGRES_URL_ENV)
+        base_url = postgres_base_url()
         if not base_url:
             pytest.skip(SKIP_MESSAGE)
         _start_together(private_schema(base_url))

@@ -1,6 +1,8 @@
 """Property-based API testing: schemathesis generates requests from the service's own OpenAPI
-schema (valid and invalid ones) and sends them to a real ``basira serve``; no request may end
-in a server error (5xx)."""
+schema (valid and invalid ones) and sends them to a real ``basira serve`` with every check
+schemathesis has, not only "no server error": schema-valid data is accepted, invalid data
+refused, every response conforms to its documented status, headers, content type and schema,
+authentication is not ignored, and a 405 names every allowed method."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CheckFunction, positive_data_acceptance
 
 from tests.serving.conftest import RunningService, Tenant, free_port, service_env
 
@@ -42,7 +44,7 @@ def served(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_request_built_from_the_schema_gets_a_server_error(
+def test_every_request_built_from_the_schema_passes_every_check(
     served: tuple[RunningService, Tenant], mode: GenerationMode
 ) -> None:
     """Every operation, with valid (positive) and schema-violating (negative) requests.
@@ -70,12 +72,26 @@ def test_no_request_built_from_the_schema_gets_a_server_error(
             database=None,
             suppress_health_check=list(HealthCheck),
         )
-        def no_server_error(case: Case) -> None:
+        def passes_every_check(case: Case) -> None:
             case.call_and_validate(
                 base_url=service.base_url,
                 headers=tenant.headers,
-                checks=[not_a_server_error],
+                excluded_checks=_excluded(case.operation.method, case.operation.path),
                 timeout=60,
             )
 
-        no_server_error()
+        passes_every_check()
+
+
+#: Operations whose body is DICOM: the schema can say "binary" but not "a CT instance", so
+#: schema-valid random bytes are rightly refused (422, 409). What they refuse and why is tested
+#: with real files in test_upload_errors.py and test_dicomweb.py; every other check still runs.
+DICOM_BODIES = {
+    ("POST", "/v1/studies"),
+    ("POST", "/dicomweb/studies"),
+    ("POST", "/dicomweb/studies/{study_uid}"),
+}
+
+
+def _excluded(method: str, path: str) -> list[CheckFunction]:
+    return [positive_data_acceptance] if (method.upper(), path) in DICOM_BODIES else []

@@ -53,3 +53,7 @@ def test_render_outlines_the_mask_edge_only_and_burns_text_below():
 def test_patient_orientation_follows_the_direction_cosines():
     assert patient_orientation([1, 0, 0, 0, 1, 0]) == ("L", "P")
     assert patient_orientation([-1, 0, 0, 0, 0, -1]) == ("R", "F")
+    # oblique (decubitus, rotated in-plane): the closest axis, one letter as highdicom requires
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    assert patient_orientation([c, -s, 0, s, c, 0]) == ("L", "P")
+    assert patient_orientation([0.1, -0.99, 0, 0.99, 0.1, 0]) == ("A", "L")

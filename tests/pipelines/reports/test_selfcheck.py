@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from pipelines.dicom.volume import read_series_volume
 from pipelines.errors import OutputGeometryError
 from pipelines.reports import (
     AnalysedStudy,
@@ -19,9 +20,12 @@ from pipelines.reports import (
     check_key_images,
     check_seg,
     check_sr,
+    read_source_headers,
+    write_each_output,
     write_outputs,
 )
 from pipelines.reports import writer as writer_module
+from tests.pipelines.reports.conftest import ALGORITHM, findings_from_labels
 
 GEOMETRIES = {
     "head-first": {"step_mm": -1.25},
@@ -178,3 +182,42 @@ def test_study_with_one_finding_releases_seg_and_sr(make_study, tmp_path):
     assert sorted(p.name for p in paths) == [f"{uid}.seg.dcm", f"{uid}.sr.dcm"]
     seg = pydicom.dcmread(next(p for p in paths if p.name.endswith("seg.dcm")))
     assert len(seg.SegmentSequence) == 1
+
+
+def test_a_segment_without_frames_fails_the_check(make_study):
+    """Every frame of the SEG relabelled to segment 1: segment 2 has none left (the issue 15
+    SEG, whose last segment had no frame, passed the check before)."""
+    study = make_study()
+    seg = build_seg(study)
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        item.SegmentIdentificationSequence[0].ReferencedSegmentNumber = 1
+    with pytest.raises(OutputGeometryError, match="segment has no frame") as raised:
+        check_seg(seg, study)
+    assert raised.value.detail["finding"] == 2
+
+
+def test_a_seg_that_highdicom_mis_packs_is_withheld_alone_with_a_code(make_series, tmp_path):
+    """Found by the property test: highdicom 0.28.2 packs BINARY frames of fewer than 8 pixels
+    one by one (its check reads ``rows * columns // 8`` where ``% 8`` is meant), so the frames
+    read back shifted. The self-check catches it: the SEG, and the SR that measures on it, are
+    withheld with codes; the FHIR report is released."""
+    paths = make_series(shape=(20, 2, 3))
+    volume = read_series_volume(paths)
+    mask = np.zeros(volume.shape, dtype=np.uint8)
+    mask[4, 0, 1], mask[9, 1, 2] = 1, 2
+    study = AnalysedStudy(
+        volume=volume,
+        source_headers=read_source_headers(paths),
+        findings_mask=mask,
+        findings=findings_from_labels(mask, volume),
+        algorithm=ALGORITHM,
+    )
+    written = write_each_output(study, tmp_path / "out", ["seg", "sr", "fhir"])
+    assert [(w.output.value, w.code) for w in written.withheld] == [
+        ("seg", "output.geometry_mismatch"),
+        ("sr", "output.invalid"),
+    ]
+    assert "mask re-read differs" in written.withheld[0].message
+    uid = volume.provenance.study_instance_uid
+    assert [p.name for p in written.paths] == [f"{uid}.fhir.json"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{uid}.fhir.json"]
