@@ -9,6 +9,12 @@ inference of one typical preprocessed volume (250 x 250 x 200 voxels at 1 x 1 x 
 the torch engine with the bundle's inference settings: what validation pays per volume.
 ``x forward`` is seconds per patch (per window, for the sliding window: blending and overlap
 bookkeeping included) over the forward baseline's seconds per patch.
+
+The data loader's side, on one study the synthetic generator renders in memory and the shared
+preprocessing prepares as ``basira prepare`` would: the bundle's training transform cutting one
+case's patches with lesion insertion, against the same transform without it (the baseline), and
+the distinct lesions a training hour inserts: lesions per patch times the patches a second of a
+step whose loader and train step share the CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from benchmarks.common import median_seconds, print_table
 from pipelines.bundle import Bundle, load_bundle
 from pipelines.engine.torch_engine import TorchEngine
 from pipelines.networks import build_network
+from pipelines.training.data import build_train_transform
+from pipelines.training.insertion import INSERTED_KEY, THICKNESS_KEY
 from pipelines.training.losses import build_loss
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "lung-nodule-unet" / "bundle.yaml"
@@ -99,6 +107,51 @@ def _train_step_timings(bundle: Bundle, network: nn.Module, repeats: int) -> tup
     return forward_s, step_s
 
 
+def _prepared_case(quick: bool) -> dict[str, Any]:
+    """One synthetic study rendered in memory and preprocessed as ``basira prepare`` does:
+    ``{"image", "label", slice thickness}`` as the training dataset hands it to the transform."""
+    from pipelines.synth.config import SynthConfig
+    from pipelines.synth.study import generate_study
+    from pipelines.transforms import PreprocessConfig, preprocess_label, preprocess_volume
+    from pipelines.volume import Provenance, Volume
+
+    config = SynthConfig(matrix_size=128, slice_count=(40, 60)) if quick else SynthConfig()
+    study = generate_study(config, seed=0, index=3)
+    volume = Volume(study.volume_hu, study.affine_lps, Provenance(source_format="synthetic"))
+    prepared = preprocess_volume(volume, PreprocessConfig())
+    label = preprocess_label(study.label, prepared.geometry)
+    return {
+        "image": prepared.array[None].astype(np.float32),
+        "label": label[None].astype(np.float32),
+        THICKNESS_KEY: study.protocol.slice_thickness_mm,
+    }
+
+
+def _loader_timings(bundle: Bundle, quick: bool, repeats: int) -> tuple[float, float, float]:
+    """Median seconds to cut one case's patches without and with insertion, and the lesions
+    inserted per patch (mean over every timed call)."""
+    case = _prepared_case(quick)
+    augmentation = bundle.augmentation
+    off = augmentation.model_copy(
+        update={"insertion": augmentation.insertion.model_copy(update={"probability": 0.0})}
+    )
+    plain = build_train_transform(bundle.model_copy(update={"augmentation": off}))
+    inserting = build_train_transform(bundle)
+    counts: list[int] = []
+    seeds = iter(range(10_000))
+
+    def cut(transform: Any, count: bool) -> None:
+        transform.set_random_state(seed=next(seeds))
+        patches = transform(dict(case))
+        if count:
+            counts.extend(int(patch[INSERTED_KEY]) for patch in patches)
+
+    plain_s, inserting_s = _interleaved_medians(
+        [lambda: cut(plain, False), lambda: cut(inserting, True)], repeats * 4
+    )
+    return plain_s, inserting_s, float(np.mean(counts))
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Measure and return the table rows (``quick``: 32^3 patches, a 48 x 48 x 32 volume)."""
     bundle = load_bundle(BUNDLE)
@@ -123,6 +176,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     threads = torch.get_num_threads()
     epoch_patches = N_CASES * training.patches_per_case
     per_window_ratio = (window_s / n_windows) / (forward_s / n_patches)
+    plain_s, inserting_s, per_patch = _loader_timings(bundle, quick, repeats)
+    cases_per_step = training.batch_size
+    step_with_loader_s = step_s + cases_per_step * inserting_s
+    lesions_per_hour = per_patch * n_patches / step_with_loader_s * 3600
+    ppc = training.patches_per_case
     measures: list[tuple[str, str, float, int, float | None]] = [
         ("forward only, inference (baseline)", batch, forward_s, n_patches, 1.0),
         ("train step: forward + loss + backward + AdamW", batch, step_s, n_patches,
@@ -131,6 +189,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
          f"{epoch_patches} patches", epoch_s, epoch_patches, None),
         ("sliding window, one volume (engine.predict)", volume_text, window_s, n_windows,
          per_window_ratio),
+        ("loader: cut one case's patches, no insertion (baseline)", f"{ppc} patches", plain_s,
+         ppc, None),
+        (f"loader: cut one case's patches, insertion ({per_patch:.2f} lesions a patch)",
+         f"{ppc} patches", inserting_s, ppc, None),
+        (f"step + its loader on one CPU: {lesions_per_hour:,.0f} distinct lesions an hour",
+         batch, step_with_loader_s, n_patches, None),
     ]  # fmt: skip
     return [
         {

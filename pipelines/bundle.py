@@ -21,9 +21,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.datasets.manifest import LesionType
 from pipelines.errors import ConfigError, InputNotFoundError
 from pipelines.findings import FindingsConfig
 from pipelines.networks import known_networks, size_divisor
+from pipelines.synth.config import Attachment, LesionShape, SynthConfig
 from pipelines.transforms import LungCropConfig, PreprocessConfig
 
 #: The bundle file inside a bundle or release folder.
@@ -79,7 +81,72 @@ class TrainingConfig(_Strict):
     seed: int = 0
     early_stopping_patience: int = Field(default=3, ge=1)
     validate_every: int = Field(default=5, ge=1)
+    #: hard-negative mining, 0 turns it off: every ``mine_every`` epochs the model being trained
+    #: runs over the lesion-free training cases, and its ``mine_per_case`` highest-scoring
+    #: findings (probability >= ``mine_threshold``) become the centres of a ``mined_fraction``
+    #: share of the background patches until the next round (pipelines.training.mining).
+    mine_every: int = Field(default=0, ge=0)
+    mine_per_case: int = Field(default=8, ge=1, le=255)
+    mine_threshold: float = Field(default=0.2, gt=0, le=1)
+    mined_fraction: float = Field(default=0.0, ge=0, le=1)
     amp: bool = True  # only ever used on CUDA
+
+
+def _default_types() -> dict[LesionType, float]:
+    return dict(SynthConfig().lesion_type_weights)
+
+
+def _default_shapes() -> dict[LesionShape, float]:
+    return dict(SynthConfig().lesion_shape_weights)
+
+
+class InsertionConfig(_Strict):
+    """Synthetic lesions painted into training patches as they are drawn.
+
+    The generator's own lesion model (shapes, types, densities) with wider appearance ranges
+    (density, margin irregularity, texture, kernel blur), placed in the patch's lung against
+    vessels, against the pleura or free, with the case's slice thickness as partial volume
+    (:mod:`pipelines.training.insertion`). ``probability`` 0 turns insertion off.
+    """
+
+    probability: float = Field(default=0.0, ge=0, le=1)  # share of patches that get lesions
+    max_per_patch: int = Field(default=2, ge=1, le=8)  # 1..max, uniformly
+    diameter_mm: tuple[Annotated[float, Field(gt=0)], float] = (3.0, 30.0)
+    #: diameters below ``small_below_mm`` are drawn with probability ``small_fraction``
+    #: (log-uniform within each part), skewing the draws towards the nodules that are missed.
+    small_below_mm: float = Field(default=10.0, gt=0)
+    small_fraction: float = Field(default=0.7, ge=0, le=1)
+    type_weights: dict[LesionType, float] = Field(default_factory=_default_types)
+    shape_weights: dict[LesionShape, float] = Field(default_factory=_default_shapes)
+    attachment_weights: dict[Attachment, float] = Field(
+        default_factory=lambda: {
+            Attachment.NONE: 0.4,
+            Attachment.VESSEL: 0.35,
+            Attachment.PLEURA: 0.25,
+        }
+    )
+    solid_hu: tuple[float, float] = (-40.0, 90.0)
+    ground_glass_hu: tuple[float, float] = (-750.0, -350.0)
+    #: the outline moves by up to this share of the radius (smooth random field)
+    margin_irregularity: float = Field(default=0.2, ge=0, le=1)
+    #: standard deviation (HU) of a smooth density texture inside the lesion, up to this
+    texture_hu: float = Field(default=40.0, ge=0)
+    #: in-plane Gaussian blur of the painted lesion (reconstruction kernel), drawn in this range
+    kernel_sigma_mm: tuple[float, float] = (0.2, 1.0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> InsertionConfig:
+        for name in ("diameter_mm", "solid_hu", "ground_glass_hu", "kernel_sigma_mm"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: low {low} is above high {high}")
+        for name in ("type_weights", "shape_weights", "attachment_weights"):
+            weights = getattr(self, name)
+            if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+                raise ValueError(f"{name} must be non-negative with a positive sum")
+        if LesionType.UNKNOWN in self.type_weights:
+            raise ValueError("type_weights cannot name 'unknown'")
+        return self
 
 
 class AugmentationConfig(_Strict):
@@ -92,6 +159,7 @@ class AugmentationConfig(_Strict):
     rotate_deg: float = Field(default=0.0, ge=0, le=45)
     zoom: float = Field(default=0.0, ge=0, le=0.5)
     affine_prob: float = Field(default=0.0, ge=0, le=1)
+    insertion: InsertionConfig = Field(default_factory=InsertionConfig)
 
 
 class BlendMode(StrEnum):

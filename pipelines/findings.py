@@ -145,15 +145,27 @@ def extract_findings_with_mask(
     return findings, finding_mask
 
 
-def study_score(findings: Sequence[Finding]) -> float:
-    """Uncalibrated score that the study holds at least one lesion: the best finding's score.
+#: How the findings of a study combine into its score: the best finding's, or a noisy-OR of all.
+StudyScore = Literal["max", "noisy_or"]
 
-    The maximum, not a noisy-OR: a noisy-OR assumes independent, calibrated per-finding
-    probabilities, and segmentation components are neither, so it would grow with the number of
-    weak false positives. The maximum is monotone in the evidence, and the study calibrator
-    (fit on this score) turns it into a probability. 0.0 when there are no findings.
+
+def study_score(findings: Sequence[Finding], method: StudyScore = "max") -> float:
+    """Uncalibrated score that the study holds at least one lesion; 0.0 without findings.
+
+    ``max``: the best finding's score, monotone in the strongest evidence. ``noisy_or``:
+    ``1 - prod(1 - p)`` over every finding's calibrated ``confidence`` (its score when not
+    calibrated), so several likely nodules say more than one. A noisy-OR of raw segmentation
+    scores would grow with every weak false positive; of calibrated confidences it is the
+    probability that not every finding is false, were they independent. Either way the study
+    calibrator, fit on this score, turns it into a probability; ``basira calibrate`` keeps the
+    method with the better validation AUC.
     """
-    return max((finding.score for finding in findings), default=0.0)
+    if method == "max":
+        return max((finding.score for finding in findings), default=0.0)
+    probs = np.array(
+        [f.score if f.confidence is None else f.confidence for f in findings], dtype=np.float64
+    )
+    return float(1.0 - np.prod(1.0 - np.clip(probs, 0.0, 1.0)))
 
 
 def calibrate_findings(findings: Sequence[Finding], calibrator: Calibrator) -> list[Finding]:

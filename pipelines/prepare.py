@@ -162,6 +162,16 @@ def load_prepared_case(path: Path) -> dict[str, Any]:
     return case
 
 
+def source_slice_thicknesses(data_dir: Path) -> dict[str, float | None]:
+    """Per case id, the source series' slice thickness from the cache's ``manifest.json`` (empty
+    when it has none): evaluation reports by it, and inserted training lesions take their
+    partial volume from it."""
+    path = data_dir / "manifest.json"
+    if not path.is_file():
+        return {}
+    return {case.case_id: case.slice_thickness_mm for case in read_manifest(path).cases}
+
+
 def _prepare_case(
     manifest: Manifest, manifest_path: Path, case: Case, out_dir: Path, config: PrepareConfig
 ) -> PreparedCase:

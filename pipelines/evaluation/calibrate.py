@@ -5,8 +5,10 @@ that the finding is a true lesion, fit on each finding's hit/miss from
 :func:`~pipelines.evaluation.report.finding_outcomes`) and per study (study score → probability
 that the study holds a lesion), the study operating point for a target sensitivity (a threshold
 on the *calibrated* study probability), and what they were fit on (data folder, split, content
-hash, counts). The bundle's ``calibration`` field names the file and ``operating_point`` repeats
-the threshold, so serving reads both from the bundle.
+hash, counts). The study score the study calibrator maps is the best finding's score or a
+noisy-OR of every calibrated finding, whichever ranks the split's studies better (recorded).
+The bundle's ``calibration`` field names the file and ``operating_point`` repeats the
+threshold, so serving reads both from the bundle.
 
 Optionally the findings threshold (the probability a voxel needs to belong to a finding) is
 chosen on the same split first: the candidate with the best CPM (then the best study AUC, then
@@ -20,7 +22,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import numpy as np
 import yaml
@@ -33,7 +35,7 @@ from pipelines.evaluation.classification import compute_roc_auc, operating_point
 from pipelines.evaluation.froc import compute_froc
 from pipelines.evaluation.predictions import DataInfo
 from pipelines.evaluation.report import CaseRecord, finding_outcomes
-from pipelines.findings import study_score
+from pipelines.findings import StudyScore, calibrate_findings, study_score
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_SCHEMA_VERSION = 1
@@ -88,6 +90,28 @@ class BundleCalibration(_Strict):
     operating_point: StoredOperatingPoint
     fitted_on: FittedOn
     findings_threshold: FindingsThresholdChoice | None = None
+    #: how the calibrated findings combine into the study score the study calibrator maps
+    #: (``max`` for calibrations written before the choice existed)
+    study_score: StudyScore = "max"
+    #: the validation AUC of each candidate study score (null: the split lacks a class)
+    study_auc_by_score: dict[str, float | None] = Field(default_factory=dict)
+
+
+def choose_study_score(
+    records: Sequence[CaseRecord], finding_calibrator: Calibrator
+) -> tuple[StudyScore, dict[str, float | None]]:
+    """The study score (:data:`~pipelines.findings.StudyScore`) with the better study AUC on
+    ``records`` once their findings are calibrated; ``max`` on a tie. Returns it and each
+    candidate's AUC."""
+    labels = np.array([bool(record.lesions) for record in records])
+    calibrated = [calibrate_findings(record.findings, finding_calibrator) for record in records]
+    auc: dict[str, float | None] = {}
+    for method in get_args(StudyScore):
+        scores = np.array([study_score(found, method) for found in calibrated])
+        value = compute_roc_auc(scores, labels)
+        auc[method] = None if np.isnan(value) else float(value)
+    best: StudyScore = max(get_args(StudyScore), key=lambda m: (auc[m] or 0.0, m == "max"))
+    return best, auc
 
 
 def choose_findings_threshold(
@@ -141,7 +165,10 @@ def fit_bundle_calibration(
     """
     scores, hits, _ = finding_outcomes(records)
     finding_calibrator = fit_calibrator(method, scores, hits)
-    study_scores = np.array([study_score(record.findings) for record in records])
+    combine, auc_by_score = choose_study_score(records, finding_calibrator)
+    study_scores = np.array(
+        [study_score(calibrate_findings(r.findings, finding_calibrator), combine) for r in records]
+    )
     has_lesion = np.array([bool(record.lesions) for record in records])
     study_calibrator = fit_calibrator(method, study_scores, has_lesion.astype(np.float64))
     point = operating_point_for_sensitivity(
@@ -168,6 +195,8 @@ def fit_bundle_calibration(
             n_true_findings=int(hits.sum()),
         ),
         findings_threshold=findings_threshold,
+        study_score=combine,
+        study_auc_by_score=auc_by_score,
     )
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.datasets.manifest import Lesion, Split, read_manifest
+from pipelines.datasets.manifest import Lesion, Split
 from pipelines.engine.base import Engine
 from pipelines.errors import EmptySplitError
 from pipelines.evaluation.report import CaseRecord
@@ -79,14 +79,6 @@ def load_case(
     )
 
 
-def slice_thicknesses(data_dir: Path) -> dict[str, float | None]:
-    """Per case id, the source slice thickness from the cache's ``manifest.json`` (subgroups)."""
-    path = data_dir / "manifest.json"
-    if not path.is_file():
-        return {}
-    return {case.case_id: case.slice_thickness_mm for case in read_manifest(path).cases}
-
-
 def cases_of_split(index: PreparedIndex, split: Split) -> list[PreparedCase]:
     """The prepared cases of ``split``, in index order.
 
@@ -127,13 +119,14 @@ def apply_calibration(
 
     Shared by evaluation and ``basira predict`` so both report the same numbers. Without a
     ``calibration`` the findings are returned as they are and the probability is the raw
-    :func:`~pipelines.findings.study_score`.
+    :func:`~pipelines.findings.study_score`; with one, the study score is computed the way the
+    calibration was fit (``calibration.study_score``) from the calibrated findings.
     """
-    probability = study_score(found)
     if calibration is None:
-        return list(found), probability
+        return list(found), study_score(found)
     calibrated = calibrate_findings(found, calibration.findings)
-    return calibrated, float(calibration.study.apply(np.array([probability]))[0])
+    score = study_score(calibrated, calibration.study_score)
+    return calibrated, float(calibration.study.apply(np.array([score]))[0])
 
 
 def infer_case(

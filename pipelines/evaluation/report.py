@@ -87,9 +87,11 @@ class EvaluationConfig(BaseModel):
     #: Finding score at or above which a hit counts for lesion-level sensitivity.
     finding_threshold: float = 0.0
     size_bins_mm: tuple[float, ...] = (6.0, 10.0, 20.0)
+    #: the coarse split the release targets are stated on (``<6 mm`` and ``>=6 mm``)
+    target_size_bins_mm: tuple[float, ...] = (6.0,)
     thickness_bins_mm: tuple[float, ...] = (2.0, 4.0)
 
-    @field_validator("fp_rates", "size_bins_mm", "thickness_bins_mm")
+    @field_validator("fp_rates", "size_bins_mm", "target_size_bins_mm", "thickness_bins_mm")
     @classmethod
     def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if any(b <= a for a, b in itertools.pairwise(value)):
@@ -119,6 +121,8 @@ def evaluate_cases(
         "calibration": _calibration(cases, detections, weights, config),
         "segmentation": _segmentation(cases, weights, config),
         "subgroups": _subgroups(cases, detections, weights, config),
+        "lesion_free": _lesion_free(cases),
+        "sizing": _sizing(cases, detections, config),
     }
     return _plain(metrics)
 
@@ -300,8 +304,12 @@ def _subgroups(
     size_of = [
         [bin_label(les.diameter_mm, config.size_bins_mm) for les in c.lesions] for c in cases
     ]
+    target_size_of = [
+        [bin_label(les.diameter_mm, config.target_size_bins_mm) for les in c.lesions] for c in cases
+    ]
     type_of = [[str(les.type) for les in c.lesions] for c in cases]
     types = sorted({t for per_case in type_of for t in per_case})
+    location_of = [[lesion_location(les) for les in c.lesions] for c in cases]
 
     def by_lesion(groups: list[str], label_of: list[list[str]]) -> dict[str, Any]:
         return {
@@ -323,8 +331,90 @@ def _subgroups(
             by_thickness[group] = _detection(subset, None, weights[:, members], config)
     return {
         "lesion_size": by_lesion(bin_labels(config.size_bins_mm), size_of),
+        "lesion_size_target": by_lesion(bin_labels(config.target_size_bins_mm), target_size_of),
         "lesion_type": by_lesion(types, type_of),
+        "lesion_location": by_lesion(list(LOCATIONS), location_of),
         "slice_thickness": by_thickness,
+    }
+
+
+#: where a lesion lies, read from what the ground truth says it touches
+LOCATIONS = ("interior", "juxta-vascular", "juxta-pleural")
+
+
+def lesion_location(lesion: Lesion) -> str:
+    """``juxta-pleural`` when the lesion touches the pleura (whatever else it touches),
+    ``juxta-vascular`` when it touches a vessel only, else ``interior``."""
+    if "pleura" in lesion.attached_to:
+        return "juxta-pleural"
+    if "vessel" in lesion.attached_to:
+        return "juxta-vascular"
+    return "interior"
+
+
+def _lesion_free(cases: Sequence[CaseRecord]) -> dict[str, Any]:
+    """What a radiologist sees on studies without a lesion: how many findings are reported
+    (every finding the result lists), and how many such studies show any."""
+    counts = np.array([len(case.findings) for case in cases if not case.lesions], dtype=np.int64)
+    if counts.size == 0:
+        return {"n_cases": 0}
+    return {
+        "n_cases": int(counts.size),
+        "findings_median": float(np.median(counts)),
+        "findings_mean": float(counts.mean()),
+        "share_with_a_finding": float(np.mean(counts > 0)),
+    }
+
+
+def equivalent_diameter_mm(lesion: Lesion) -> float:
+    """Diameter of the sphere of the lesion's mask volume (its nominal diameter when the
+    ground truth has no volume): what a finding's segmentation diameter is compared with."""
+    if lesion.volume_ml and lesion.volume_ml > 0:
+        return float(np.cbrt(6.0 * lesion.volume_ml * 1000.0 / math.pi))
+    return float(lesion.diameter_mm)
+
+
+def _sizing(
+    cases: Sequence[CaseRecord], detections: Sequence[CaseDetections], config: EvaluationConfig
+) -> dict[str, Any]:
+    """Diameter from the segmentation against the truth, for every lesion a finding hits (the
+    highest-scoring finding that hits it, LUNA16 rule): median absolute and mean signed error in
+    mm, overall and per size bin."""
+    errors: list[float] = []
+    bins: list[str] = []
+    for case, detection in zip(cases, detections, strict=True):
+        if not case.lesions or not case.findings:
+            continue
+        lesions = np.asarray(detection.lesion_centers_lps_mm, dtype=np.float64).reshape(-1, 3)
+        preds = np.asarray(detection.pred_centers_lps_mm, dtype=np.float64).reshape(-1, 3)
+        radii = np.asarray(detection.lesion_diameters_mm, dtype=np.float64) / 2.0
+        hits = np.linalg.norm(lesions[:, None] - preds[None], axis=2) <= radii[:, None]
+        scores = np.asarray(detection.pred_scores, dtype=np.float64)
+        for index, lesion in enumerate(case.lesions):
+            if not hits[index].any():
+                continue
+            best = int(np.argmax(np.where(hits[index], scores, -np.inf)))
+            errors.append(case.findings[best].diameter_mm - equivalent_diameter_mm(lesion))
+            bins.append(bin_label(lesion.diameter_mm, config.size_bins_mm))
+    return {
+        "n_lesions": len(errors),
+        **_errors_summary(np.asarray(errors, dtype=np.float64)),
+        "by_size": {
+            group: _errors_summary(
+                np.array([e for e, b in zip(errors, bins, strict=True) if b == group])
+            )
+            for group in bin_labels(config.size_bins_mm)
+        },
+    }
+
+
+def _errors_summary(errors: np.ndarray) -> dict[str, Any]:
+    if errors.size == 0:
+        return {"n": 0, "median_abs_error_mm": None, "mean_error_mm": None}
+    return {
+        "n": int(errors.size),
+        "median_abs_error_mm": float(np.median(np.abs(errors))),
+        "mean_error_mm": float(errors.mean()),
     }
 
 

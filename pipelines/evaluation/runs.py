@@ -32,7 +32,6 @@ from pipelines.evaluation.inference import (
     infer_case,
     infer_case_at_thresholds,
     load_case,
-    slice_thicknesses,
     split_data_hash,
 )
 from pipelines.evaluation.predictions import (
@@ -148,7 +147,9 @@ class _SplitRun:
 
     def loaded_cases(self) -> Iterator[LoadedCase]:
         """Each case read from the cache, in index order (``on_case`` called after each)."""
-        thickness = slice_thicknesses(self.data_dir)
+        from pipelines.prepare import source_slice_thicknesses
+
+        thickness = source_slice_thicknesses(self.data_dir)
         for case in self.cases:
             yield load_case(self.data_dir, case, thickness.get(case.case_id))
             if self.options.on_case is not None:

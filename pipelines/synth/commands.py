@@ -21,13 +21,16 @@ def synth_command(
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file of SynthConfig fields.")
     ] = None,
+    section: Annotated[
+        str, typer.Option("--section", help="The section of --config holding the fields.")
+    ] = "synth",
 ) -> None:
     """Generate N synthetic chest-CT studies (DICOM, NIfTI and SEG ground truth, manifest)."""
     # imported here, not at registration: every basira command (predict too) registers this one
     from pipelines.synth.config import load_synth_config
     from pipelines.synth.dataset import generate_dataset
 
-    synth_config = load_synth_config(config)
+    synth_config = load_synth_config(config, section)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
         task = progress.add_task("synthesising", total=n)

@@ -134,10 +134,11 @@ class SynthConfig(BaseModel):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_synth_config(path: Path | None) -> SynthConfig:
+def load_synth_config(path: Path | None, section: str = "synth") -> SynthConfig:
     """Read a :class:`SynthConfig` from YAML; ``None`` gives the defaults.
 
-    The file holds the fields at its top level, or under a ``synth:`` key (as ``params.yaml``).
+    The file holds the fields at its top level, or under a ``section`` key (``synth:`` in
+    ``params.yaml``; ``synth_shifted:`` there describes the shifted test set).
 
     Raises:
         InputNotFoundError: ``path`` does not exist.
@@ -151,8 +152,10 @@ def load_synth_config(path: Path | None) -> SynthConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}", path=str(path)) from exc
-    if isinstance(data, dict) and isinstance(data.get("synth"), dict):
-        data = data["synth"]
+    if isinstance(data, dict) and isinstance(data.get(section), dict):
+        data = data[section]
+    elif section != "synth":
+        raise ConfigError(f"{path} has no '{section}' section.", path=str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of synth fields.", path=str(path))
     try:

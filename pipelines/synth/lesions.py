@@ -193,7 +193,9 @@ def build_model(plan: LesionPlan, center: Array, rng: np.random.Generator) -> Le
     return LesionModel(plan, np.asarray(center, float), spheres, axes, rotation, spikes, solid, ggo)
 
 
-def _lesion_hu(model: LesionModel, sd: Array) -> Array | float:
+def lesion_hu(model: LesionModel, sd: Array) -> Array | float:
+    """HU inside the lesion at signed distance ``sd`` (mm): its type's density, a solid core
+    fading into ground glass for a part-solid lesion."""
     if model.plan.type == LesionType.SOLID:
         return model.solid_hu
     if model.plan.type == LesionType.GROUND_GLASS:
@@ -225,7 +227,7 @@ def paint_lesion(
     in_lung = lung_side(p, x, y, z) > 0
     occupancy = np.clip(sd / h + 0.5, 0, 1) * in_lung
     target = volume[box]
-    target += occupancy * np.maximum(_lesion_hu(model, sd) - target, 0)
+    target += occupancy * np.maximum(lesion_hu(model, sd) - target, 0)
     labels = label[box]
     labels[(sd >= 0) & in_lung & (labels == 0)] = lesion_id
     i, j, k = grid.to_index(model.center_mm)

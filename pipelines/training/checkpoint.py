@@ -34,6 +34,8 @@ class TrainState:
     validations_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     tracking_run_id: str | None = None
+    #: the last mining round's patch centres: training case index (as text) -> [[k, j, i], ...]
+    mined: dict[str, list[list[int]]] = field(default_factory=dict)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -24,6 +24,10 @@ def train_command(  # noqa: PLR0913 -- typer maps each CLI option to a parameter
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="torch CPU threads per process.")
     ] = None,
+    hold_gb: Annotated[
+        float,
+        typer.Option("--hold-gb", min=0, help="GiB of training cases kept in memory (0: none)."),
+    ] = 8.0,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
     tracking_uri: Annotated[
         str | None,
@@ -52,11 +56,14 @@ def train_command(  # noqa: PLR0913 -- typer maps each CLI option to a parameter
         device=device,
         workers=workers,
         threads=threads,
+        hold_gb=hold_gb,
         tracker=tracker,
     )
     result = train(loaded, options)
     if result.epochs_completed and result.history:
+        inserted = int(sum(entry.get("inserted_lesions", 0.0) for entry in result.history))
         typer.echo(
             f"{out}: {result.epochs_completed} epochs, best CPM {result.best_metric:.4f} "
-            f"at epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}"
+            f"at epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}, "
+            f"{inserted} synthetic lesions inserted"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -79,6 +80,15 @@ def broadcast_flag(context: DistContext, flag: bool) -> bool:
     tensor = torch.tensor([int(flag)], device=_comm_device(context))
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
+
+
+def broadcast_object(context: DistContext, value: Any) -> Any:
+    """Rank 0's picklable ``value`` on every process (e.g. the mined patch centres)."""
+    if not context.distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def mean_across(context: DistContext, value: float) -> float:

@@ -27,8 +27,9 @@ from torch import nn
 from pipelines.bundle import Bundle, flatten_bundle, preprocessing_hash, write_bundle
 from pipelines.datasets.manifest import Split
 from pipelines.engine.torch_engine import TorchEngine, torch_threads
-from pipelines.evaluation.inference import LoadedCase
+from pipelines.evaluation.inference import LoadedCase, load_case
 from pipelines.networks import build_network, set_output_prior
+from pipelines.prepare import PreparedCase
 from pipelines.tracking import NullTracker, Tracker, data_version
 from pipelines.training.checkpoint import (
     BEST_WEIGHTS_NAME,
@@ -50,11 +51,14 @@ from pipelines.training.distributed import (
     DistContext,
     barrier,
     broadcast_flag,
+    broadcast_object,
     mean_across,
     setup_distributed,
     teardown,
 )
+from pipelines.training.insertion import INSERTED_KEY
 from pipelines.training.losses import build_loss
+from pipelines.training.mining import mine
 from pipelines.training.progress import TrainProgress
 from pipelines.training.validation import load_validation_cases, validate
 
@@ -76,6 +80,7 @@ class TrainOptions:
     workers: int = 0
     threads: int | None = None
     progress: bool = True
+    hold_gb: float = 8.0  # training cases kept in memory (with where to draw their patches)
     tracker: Tracker = field(default_factory=NullTracker)
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
 
@@ -106,6 +111,7 @@ class _Run:
     sampler: Any
     val_cases: list[LoadedCase]
     state: TrainState
+    train_cases: list[PreparedCase]
 
 
 def with_epochs(bundle: Bundle, epochs: int | None) -> Bundle:
@@ -147,7 +153,11 @@ def _prepare(bundle: Bundle, options: TrainOptions, context: DistContext) -> _Ru
         state = load_checkpoint(options.out_dir / CHECKPOINT_NAME, bundle, components)
         components["scheduler"].T_max = bundle.training.epochs
     seed = bundle.training.seed
-    dataset = PatchDataset(options.data_dir, train_cases, build_train_transform(bundle), seed)
+    dataset = PatchDataset(
+        options.data_dir, train_cases, build_train_transform(bundle), seed, bundle.patch_size_kji
+    )
+    dataset.set_mined(state.mined)
+    dataset.hold_in_memory(int(options.hold_gb * 2**30))
     loader, sampler = patch_loader(
         dataset,
         bundle.training.batch_size,
@@ -163,7 +173,7 @@ def _prepare(bundle: Bundle, options: TrainOptions, context: DistContext) -> _Ru
     validation = load_validation_cases(options.data_dir, val_cases) if context.is_main else []
     loss_fn = build_loss(bundle.training.loss)
     return _Run(bundle, options, context, model, trained, components, loss_fn, dataset, loader,
-                sampler, validation, state)  # fmt: skip
+                sampler, validation, state, train_cases)  # fmt: skip
 
 
 def _components(bundle: Bundle, context: DistContext) -> dict[str, Any]:
@@ -229,15 +239,20 @@ def _epochs(run: _Run, tracker: Tracker) -> TrainResult:
         while run.state.epoch < total and not stop:
             epoch = run.state.epoch
             started = time.perf_counter()
-            loss, patches = _train_epoch(run, progress, epoch)
+            loss, patches, inserted = _train_epoch(run, progress, epoch)
             train_seconds = time.perf_counter() - started
+            world = run.context.world_size
             metrics = {
                 "loss": loss,
                 "train_seconds": train_seconds,
-                "patches_per_s": patches * run.context.world_size / max(train_seconds, 1e-9),
+                "patches_per_s": patches * world / max(train_seconds, 1e-9),
+                "inserted_lesions": float(inserted * world),
             }
             metrics["lr"] = run.components["scheduler"].get_last_lr()[0]
             run.components["scheduler"].step()
+            if _mining_due(run.bundle, epoch + 1):
+                progress.note("mining hard negatives")
+                _mine(run, metrics)
             if (epoch + 1) % run.bundle.training.validate_every == 0 or epoch + 1 == total:
                 progress.note("validating")
                 stop = _validate(run, metrics)
@@ -251,10 +266,11 @@ def _epochs(run: _Run, tracker: Tracker) -> TrainResult:
     )
 
 
-def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> tuple[float, int]:
+def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> tuple[float, int, int]:
     """One pass over this process's share of the training cases.
 
-    Returns the mean loss over every process and the number of patches this process saw.
+    Returns the mean loss over every process, the number of patches this process saw and the
+    number of synthetic lesions inserted into them (each drawn afresh, so each distinct).
     """
     run.sampler.set_epoch(epoch)
     run.dataset.set_epoch(epoch)
@@ -263,7 +279,7 @@ def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> tuple[float,
     device = run.context.device
     amp = _use_amp(run.bundle, run.context)
     progress.start_epoch(epoch, len(run.loader))
-    total, steps, patches = 0.0, 0, 0
+    total, steps, patches, inserted = 0.0, 0, 0, 0
     for batch in run.loader:
         images, labels = batch["image"].to(device), batch["label"].to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -275,8 +291,41 @@ def _train_epoch(run: _Run, progress: TrainProgress, epoch: int) -> tuple[float,
         total += float(loss.item())
         steps += 1
         patches += int(images.shape[0])
+        inserted += int(batch[INSERTED_KEY].sum()) if INSERTED_KEY in batch else 0
         progress.step(float(loss.item()))
-    return mean_across(run.context, total / max(steps, 1)), patches
+    return mean_across(run.context, total / max(steps, 1)), patches, inserted
+
+
+def _mining_due(bundle: Bundle, epochs_done: int) -> bool:
+    """A mining round follows every ``mine_every`` epochs, except after the last."""
+    training = bundle.training
+    return (
+        training.mine_every > 0
+        and training.mined_fraction > 0
+        and epochs_done % training.mine_every == 0
+        and epochs_done < training.epochs
+    )
+
+
+def _mine(run: _Run, metrics: dict[str, float]) -> None:
+    """Main process: run the model over the training cases and keep each one's false-positive
+    centres (:mod:`pipelines.training.mining`); every process then draws from them."""
+    mined: dict[int, Any] = {}
+    if run.context.is_main:
+        bundle, training = run.bundle, run.bundle.training
+        engine = TorchEngine(
+            run.model, bundle.inference, preprocess=bundle.preprocess, device=run.context.device
+        )
+        config = bundle.findings.model_copy(
+            update={"threshold": training.mine_threshold, "max_findings": training.mine_per_case}
+        )
+        data_dir = run.options.data_dir
+        cases = ((n, load_case(data_dir, case)) for n, case in enumerate(run.train_cases))
+        mined = mine(engine, cases, config)
+    mined = broadcast_object(run.context, mined)
+    run.state.mined = {str(index): centres.tolist() for index, centres in mined.items()}
+    run.dataset.set_mined(run.state.mined)
+    metrics["mined_negatives"] = float(sum(len(centres) for centres in mined.values()))
 
 
 def _validate(run: _Run, metrics: dict[str, float]) -> bool:
@@ -315,6 +364,6 @@ def _end_epoch(run: _Run, tracker: Tracker, metrics: dict[str, float]) -> None:
 
 
 def _summary(epoch: int, total: int, metrics: dict[str, float]) -> str:
-    shown = ("loss", "cpm", "auc", "dice")
+    shown = ("loss", "inserted_lesions", "mined_negatives", "cpm", "auc", "dice")
     parts = [f"{key} {metrics[key]:.4f}" for key in shown if key in metrics]
     return f"epoch {epoch + 1}/{total} " + " ".join(parts)

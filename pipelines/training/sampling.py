@@ -19,12 +19,14 @@ called thick hilar vessels nodules with a score of 1.0 in every study (study AUC
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from monai.transforms import MapTransform, Randomizable
 from scipy import ndimage
 
+from pipelines.training.mining import MINED_KEY
 from pipelines.transforms import LungCropConfig, PreprocessConfig, lung_box
 
 _DRAWS_PER_BACKGROUND = 32
@@ -34,21 +36,37 @@ _TISSUE_HU = -300.0
 _TOUCH_COARSE_VOXELS = 2
 
 
+#: the key of a training item holding its case's precomputed :class:`CaseSampling`
+SAMPLING_KEY = "case_sampling"
+
+
+@dataclass(frozen=True)
+class CaseSampling:
+    """Where one case's patches may be centred: each lesion's voxels, the background box
+    (start, stop ``(k, j, i)``) and the hard-negative candidates ``[n, 3]``."""
+
+    lesion_voxels: list[np.ndarray]
+    background: tuple[np.ndarray, np.ndarray]
+    hard: np.ndarray
+
+
 class RandCropByLesiond(Randomizable, MapTransform):
     """``num_samples`` crops of ``spatial_size`` of the ``keys`` of a dict (each ``[c, k, j, i]``).
 
     Each crop is centred on a lesion with probability ``pos_fraction`` (a lesion drawn uniformly
     among the label's nonzero values, or its connected components when it is a plain mask, then
-    one of its voxels), otherwise on background: with probability ``hard_negative_fraction`` on
-    soft tissue touching lung air, else on a voxel with label 0 inside the lung box of the image
-    (the whole image when no box is found or the crop is off).
+    one of its voxels), otherwise on background: with probability ``mined_fraction`` on one of the
+    case's mined false positives (``data[MINED_KEY]``, ``[n, 3]``, when it has any; the key is not
+    passed on to the crops), else with probability ``hard_negative_fraction`` on soft tissue
+    touching lung air, else on a voxel with label 0 inside the lung box of the image (the whole
+    image when no box is found or the crop is off).
     A case without lesions gives background crops only. Crops are shifted to lie inside the
     image, which must be at least ``spatial_size`` (pad it first). The draws read ``"label"``
     (instance numbers) and ``"image"`` (network input in ``[0, 1]``). Returns a list of dicts
     with the same keys; the label keeps its instance numbers.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 -- keyword-only shares of each kind of centre
         self,
         keys: Sequence[Hashable],
         *,
@@ -58,11 +76,13 @@ class RandCropByLesiond(Randomizable, MapTransform):
         preprocess: PreprocessConfig,
         lung_crop: LungCropConfig,
         hard_negative_fraction: float = 0.0,
+        mined_fraction: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, keys)
         for name, value in (
             ("pos_fraction", pos_fraction),
             ("hard_negative_fraction", hard_negative_fraction),
+            ("mined_fraction", mined_fraction),
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -70,31 +90,49 @@ class RandCropByLesiond(Randomizable, MapTransform):
         self.num_samples = num_samples
         self.pos_fraction = pos_fraction
         self.hard_negative_fraction = hard_negative_fraction
+        self.mined_fraction = mined_fraction
         self.preprocess = preprocess
         self.lung_crop = lung_crop
 
     def randomize(self, data: Any = None) -> None:
         """Unused: the draws depend on the case, so :meth:`__call__` makes them from ``self.R``."""
 
+    def where(self, image: np.ndarray, label: np.ndarray) -> CaseSampling:
+        """What the draws of one case read off its whole volume (``[k, j, i]`` arrays): a pure
+        function of the case, so the training dataset computes it once per case and hands it in
+        under :data:`SAMPLING_KEY` instead of every epoch paying for it again."""
+        background = self._background_box(image)
+        hard = (
+            self._tissue_touching_air(image, label, background)
+            if self.hard_negative_fraction > 0
+            else np.zeros((0, 3), np.int64)
+        )
+        return CaseSampling(_voxels_by_lesion(label), background, hard)
+
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         label = np.asarray(data["label"])[0]
         shape = label.shape
         if any(s < p for s, p in zip(shape, self.spatial_size, strict=True)):
             raise ValueError(f"image {shape} is smaller than the patch {self.spatial_size}")
-        lesion_voxels = _voxels_by_lesion(label)
         image = np.asarray(data["image"])[0]
-        background = self._background_box(image)
-        hard: np.ndarray | None = None
+        known = data.get(SAMPLING_KEY)
+        sampling = known if isinstance(known, CaseSampling) else self.where(image, label)
+        lesion_voxels, background, hard = sampling.lesion_voxels, sampling.background, sampling.hard
+        mined = np.asarray(data.get(MINED_KEY, np.zeros((0, 3), int))).reshape(-1, 3)
         crops = []
         for _ in range(self.num_samples):
             if lesion_voxels and self.R.random_sample() < self.pos_fraction:
                 voxels = lesion_voxels[int(self.R.randint(len(lesion_voxels)))]
                 centre = voxels[int(self.R.randint(len(voxels)))]
+            elif (
+                self.mined_fraction > 0
+                and len(mined)
+                and (self.R.random_sample() < self.mined_fraction)
+            ):
+                centre = mined[int(self.R.randint(len(mined)))]
             elif self.hard_negative_fraction > 0 and (
                 self.R.random_sample() < self.hard_negative_fraction
             ):
-                if hard is None:
-                    hard = self._tissue_touching_air(image, label, background)
                 centre = self._hard_centre(hard, label, background)
             else:
                 centre = self._background_centre(label, background)
@@ -151,9 +189,9 @@ class RandCropByLesiond(Randomizable, MapTransform):
         start = np.clip(np.asarray(centre) - size // 2, 0, np.asarray(shape) - size)
         spans = (slice(int(a), int(a + s)) for a, s in zip(start, size, strict=True))
         window = (slice(None), *spans)
-        crop = dict(data)
+        crop = {key: value for key, value in data.items() if key not in (MINED_KEY, SAMPLING_KEY)}
         for key in self.key_iterator(crop):
-            crop[key] = data[key][window]
+            crop[key] = np.asarray(data[key][window], dtype=np.float32)
         return crop
 
 

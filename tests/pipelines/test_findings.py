@@ -149,3 +149,16 @@ def test_finding_to_dict_is_plain_json_data():
         "score": 0.7,
         "confidence": None,
     }
+
+
+def test_noisy_or_study_score_combines_every_calibrated_finding():
+    findings = [
+        Finding(1, (0, 0, 0), (0, 0, 0), 5.0, 0.1, 0.9, confidence=0.5),
+        Finding(2, (1, 1, 1), (1, 1, 1), 4.0, 0.05, 0.8, confidence=0.5),
+    ]
+    # calibrated confidences, not raw scores: 1 - 0.5 * 0.5
+    assert study_score(findings, "noisy_or") == pytest.approx(0.75)
+    assert study_score(findings, "max") == 0.9
+    assert study_score([], "noisy_or") == 0.0
+    uncalibrated = [Finding(1, (0, 0, 0), (0, 0, 0), 5.0, 0.1, 0.2)]
+    assert study_score(uncalibrated, "noisy_or") == pytest.approx(0.2)

@@ -70,8 +70,18 @@ def test_model_card_reports_the_metrics_with_intervals_and_the_targets(run):
     cpm = metrics["detection"]["cpm"]
     assert f"{cpm['value']:.3f} (95 % CI {cpm['ci_low']:.3f}–{cpm['ci_high']:.3f})" in card
     assert "slice thickness 0.5–3 mm" in card
-    assert "| CPM | >= 0.85 |" in card
-    assert ("NOT met" in card) == (cpm["value"] < 0.85)
+    met = "met" if cpm["value"] >= 0.85 else "NOT met"
+    assert f"| CPM | >= 0.85 | {cpm['value']:.3f} | {met} |" in card
+    # the four hand-made cases: one 8 mm lesion found with a 6 mm finding; of the two
+    # lesion-free studies one shows a finding
+    assert "| Diameter error (median absolute, mm) | <= 1.5 | 2.000 | NOT met |" in card
+    assert "| Findings on a lesion-free study (median) | <= 1.0 | 0.500 | met |" in card
+    assert "Lesion-free studies (2): 0.5 findings reported at the median" in card
+    assert "median absolute error 2.00 mm, mean error -2.00 mm (6-10 mm 2.00 mm (n=1))" in card
+    assert "| subgroup | lesions | sensitivity at 1 FP/scan |" in card
+    assert "lesion location: interior | 2 |" in card
+    assert "Study score: the best finding's score (`max`)" in card
+    assert "Finding confidence on the test split (ECE" in card
     assert "Trained on synthetic data only." in card
     assert "temperature, fitted on the `val` split (16 studies" in card
     assert "on 2 CPU cores" in card

@@ -1,4 +1,5 @@
-"""``dvc repro synth prepare`` runs the real dvc.yaml end to end on a tiny params.yaml."""
+"""``dvc repro synth prepare prepare_shifted`` runs the real dvc.yaml end to end on a tiny
+params.yaml."""
 
 from __future__ import annotations
 
@@ -32,6 +33,19 @@ synth_test_run: {n: 2, seed: 2, workers: 1}
 prepare_test:
   split: test
   preprocess: {target_spacing_mm: [3.0, 3.0, 4.5], crop: body}
+synth_shifted:
+  matrix_size: 40
+  pixel_spacing_mm: [7.0, 8.0]
+  slice_thickness_mm: [6.0, 6.0]
+  coverage_mm: [150.0, 160.0]
+  slice_count: [20, 30]
+  feet_first_fraction: 1.0
+  lesion_diameter_mm: [8.0, 20.0]
+  vessel_max_segments: 50
+synth_shifted_run: {n: 2, seed: 3, workers: 1}
+prepare_shifted:
+  split: test
+  preprocess: {target_spacing_mm: [3.0, 3.0, 4.5], crop: body}
 train: {device: cpu, workers: 0, threads: 1}
 calibrate: {method: temperature, target_sensitivity: 0.9, findings_thresholds: "0.5", threads: 1}
 evaluate: {n_bootstrap: 10, seed: 0, threads: 1}
@@ -52,7 +66,7 @@ def test_dvc_repro_synth_prepare_on_tiny_params(tmp_path: Path) -> None:
     dvc = str(BIN / "dvc")
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
     result = subprocess.run(
-        [dvc, "repro", "synth", "prepare"],
+        [dvc, "repro", "synth", "prepare", "prepare_shifted"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -65,3 +79,7 @@ def test_dvc_repro_synth_prepare_on_tiny_params(tmp_path: Path) -> None:
     assert {c["split"] for c in index["cases"]} == {"train", "val"}
     assert all((tmp_path / "data/prepared" / c["cache"]).is_file() for c in index["cases"])
     assert (tmp_path / "dvc.lock").is_file()
+    shifted = json.loads((tmp_path / "data/prepared_shifted/prepared.json").read_text())
+    assert len(shifted["cases"]) == 2 and {c["split"] for c in shifted["cases"]} == {"test"}
+    manifest = json.loads((tmp_path / "data/synth/shifted/manifest.json").read_text())
+    assert {c["slice_thickness_mm"] for c in manifest["cases"]} == {6.0}  # its own settings

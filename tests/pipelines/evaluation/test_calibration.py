@@ -171,3 +171,22 @@ def test_findings_threshold_ties_on_cpm_go_to_the_better_study_auc() -> None:
     assert choice.auc_by_threshold == {"0.3": 1.0, "0.7": pytest.approx(5 / 6)}
     assert choice.threshold == 0.3
     assert choose_findings_threshold({0.3: at_high, 0.7: at_high}).threshold == 0.7
+
+
+def test_the_study_score_that_ranks_studies_better_is_kept() -> None:
+    """Lesion studies hold several moderate findings, lesion-free ones one strong false finding:
+    the best finding ranks them wrongly, a noisy-OR of all ranks them right."""
+    from pipelines.evaluation.calibrate import choose_study_score
+
+    records = [
+        _record("a", True, 0.6, [0.6, 0.6]),
+        _record("b", True, 0.6, [0.6, 0.6, 0.6]),
+        _record("c", False, None, [0.7]),
+        _record("d", False, None, [0.65]),
+    ]
+    identity = TemperatureCalibrator(temperature=1.0)
+    chosen, auc = choose_study_score(records, identity)
+    assert auc == {"max": 0.0, "noisy_or": 1.0}
+    assert chosen == "noisy_or"
+    tie = [_record("a", True, 0.9, []), _record("c", False, None, [0.2])]
+    assert choose_study_score(tie, identity)[0] == "max"

@@ -176,3 +176,56 @@ def test_finding_outcomes_feed_a_calibrator_whose_confidences_are_evaluated():
     metrics = evaluate_cases(calibrated, FAST)
     expected = compute_brier(calibrator.apply(scores), hits)
     assert metrics["calibration"]["findings"]["brier"]["value"] == pytest.approx(expected)
+
+
+def test_lesion_free_studies_report_what_a_radiologist_would_see(metrics) -> None:
+    # b is the only lesion-free case, and it shows one finding
+    assert metrics["lesion_free"] == {
+        "n_cases": 1,
+        "findings_median": 1.0,
+        "findings_mean": 1.0,
+        "share_with_a_finding": 1.0,
+    }
+
+
+def test_sizing_compares_the_best_hitting_finding_with_the_truth(metrics) -> None:
+    # L1 (10 mm) is hit best by the 0.9 finding, L2 (6 mm) by the 0.3 one; both say 5 mm.
+    # Without a volume the truth is the nominal diameter.
+    sizing = metrics["sizing"]
+    assert sizing["n_lesions"] == 2
+    assert sizing["median_abs_error_mm"] == pytest.approx(3.0)  # |5-10| and |5-6|
+    assert sizing["mean_error_mm"] == pytest.approx(-3.0)
+    assert sizing["by_size"]["6-10 mm"]["n"] == 1
+    assert sizing["by_size"]["10-20 mm"]["median_abs_error_mm"] == pytest.approx(5.0)
+    assert sizing["by_size"][">=20 mm"] == {
+        "n": 0,
+        "median_abs_error_mm": None,
+        "mean_error_mm": None,
+    }
+
+
+def test_sizing_uses_the_mask_volume_when_the_truth_has_one() -> None:
+    lesion = Lesion(id=1, center_lps_mm=(0, 0, 0), diameter_mm=8.0, volume_ml=0.0654498)
+    case = CaseRecord("v", [lesion], [_finding(1, (0, 0, 0), 0.9)], 0.9)
+    sizing = evaluate_cases([case], FAST)["sizing"]
+    assert sizing["mean_error_mm"] == pytest.approx(0.0, abs=1e-3)  # 5 mm sphere: 0.06545 ml
+
+
+def test_location_and_target_size_subgroups(metrics) -> None:
+    subgroups = metrics["subgroups"]
+    assert set(subgroups["lesion_location"]) == {"interior", "juxta-vascular", "juxta-pleural"}
+    assert subgroups["lesion_location"]["interior"]["n_lesions"] == 3
+    assert subgroups["lesion_location"]["juxta-pleural"]["n_lesions"] == 0
+    assert subgroups["lesion_size_target"][">=6 mm"]["n_lesions"] == 3
+    assert subgroups["lesion_size_target"]["<6 mm"]["n_lesions"] == 0
+
+
+@pytest.mark.parametrize(
+    ("attached", "location"),
+    [([], "interior"), (["vessel"], "juxta-vascular"), (["pleura", "vessel"], "juxta-pleural")],
+)
+def test_a_lesion_location_is_read_from_what_it_touches(attached: list[str], location: str) -> None:
+    from pipelines.evaluation.report import lesion_location
+
+    lesion = Lesion(id=1, center_lps_mm=(0, 0, 0), diameter_mm=8.0, attached_to=attached)
+    assert lesion_location(lesion) == location

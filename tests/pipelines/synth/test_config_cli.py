@@ -19,6 +19,15 @@ def test_config_loads_from_a_params_style_synth_section(tmp_path: Path) -> None:
     assert load_synth_config(path) == SynthConfig(matrix_size=64, pixel_spacing_mm=(5, 6))
 
 
+def test_config_loads_a_named_section_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("synth:\n  matrix_size: 64\nsynth_shifted:\n  matrix_size: 32\n")
+    assert load_synth_config(path, "synth_shifted") == SynthConfig(matrix_size=32)
+    assert load_synth_config(path).matrix_size == 64
+    with pytest.raises(ConfigError, match="no 'synth_other' section"):
+        load_synth_config(path, "synth_other")
+
+
 def test_unknown_field_raises_config_error(tmp_path: Path) -> None:
     path = tmp_path / "synth.yaml"
     path.write_text("matrix_sise: 64\n")

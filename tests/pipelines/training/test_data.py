@@ -144,3 +144,18 @@ def test_shipped_bundle_transform_with_rotation_and_zoom_keeps_binary_labels() -
     for patch in patches:
         assert patch["image"].shape == (1, *bundle.patch_size_kji)
         assert set(torch.unique(patch["label"]).tolist()) <= {0.0, 1.0}
+
+
+def test_cases_held_in_memory_give_the_same_patches_as_cases_read_back(
+    prepared: tuple[Path, PreparedIndex],
+) -> None:
+    data_dir, index = prepared
+    cases = split_cases(index, Split.TRAIN)
+    bundle = tiny_bundle(patches_per_case=4)
+    read = PatchDataset(data_dir, cases, build_train_transform(bundle), 3, bundle.patch_size_kji)
+    held = PatchDataset(data_dir, cases, build_train_transform(bundle), 3, bundle.patch_size_kji)
+    assert held.hold_in_memory(2**30) == len(cases)
+    for a, b in zip(_epoch(read, 2), _epoch(held, 2), strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    partly = PatchDataset(data_dir, cases, build_train_transform(bundle), 3, bundle.patch_size_kji)
+    assert partly.hold_in_memory(1) == 0  # nothing fits a one-byte budget: read every time

@@ -154,3 +154,25 @@ def test_hard_negatives_avoid_lesions_and_fall_back_without_lung_air() -> None:
 def test_fractions_outside_zero_one_are_refused() -> None:
     with pytest.raises(ValueError, match="hard_negative_fraction"):
         _sampler(pos_fraction=0.5, num_samples=2, hard_negative_fraction=1.5)
+
+
+def test_mined_false_positives_are_drawn_and_not_passed_on() -> None:
+    from pipelines.training.mining import MINED_KEY
+
+    case = _case((48, 96, 120))
+    case[MINED_KEY] = np.array([[20, 40, 30], [30, 60, 90]])
+    sampler = RandCropByLesiond(
+        ["image", "label", "position"],
+        spatial_size=PATCH,
+        num_samples=200,
+        pos_fraction=0.0,
+        preprocess=PREPROCESS,
+        lung_crop=LungCropConfig(),
+        mined_fraction=0.5,
+    )
+    sampler.set_random_state(seed=0)
+    crops = sampler(case)
+    centres = np.array([_centre(c) for c in crops]) + 0.5  # an even patch centres half a voxel off
+    on_mined = [any(np.allclose(c, m) for m in case[MINED_KEY].astype(float)) for c in centres]
+    assert 0.4 < np.mean(on_mined) < 0.6
+    assert all(MINED_KEY not in crop for crop in crops)
