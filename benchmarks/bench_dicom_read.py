@@ -23,7 +23,7 @@ import numpy as np
 from benchmarks.common import median_seconds, print_table
 from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.header import parse_header
-from pipelines.dicom.volume import ReadPolicy, read_series_volume
+from pipelines.dicom.read import ReadPolicy, read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
 
 RLE, J2K = "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"

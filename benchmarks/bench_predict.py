@@ -33,13 +33,13 @@ import numpy as np
 from benchmarks.common import median_seconds, print_table
 from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.index import index_inputs
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
 from pipelines.engine import load_engine, load_onnx_engine
 from pipelines.engine.onnx_engine import OnnxEngineConfig
 from pipelines.engine.sliding_window import SlidingWindow, window_starts
-from pipelines.predict import StudyAnalysis, load_model
-from pipelines.release import verify_release
+from pipelines.inference.predict import StudyAnalysis, load_model
+from pipelines.model.release import verify_release
 from pipelines.reports import OutputFormat
 from pipelines.result import StudyStatus
 from pipelines.transforms import LungCropConfig, preprocess_volume

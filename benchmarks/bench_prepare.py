@@ -21,7 +21,7 @@ from scipy import ndimage
 from benchmarks.common import median_seconds, print_table
 from pipelines.datasets.images import load_image
 from pipelines.datasets.manifest import ImageFormat
-from pipelines.prepare import PrepareConfig, prepare_manifest
+from pipelines.datasets.prepare import PrepareConfig, prepare_manifest
 from pipelines.transforms import PreprocessConfig, preprocess_volume
 
 SPACING_MM = (0.7, 0.7, 1.25)  # (i, j, k)

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.config import load_config
 from pipelines.datasets.manifest import LesionType
-from pipelines.errors import ConfigError, InputNotFoundError
 from pipelines.findings import FindingsConfig
 from pipelines.networks import known_networks, size_divisor
 from pipelines.synth.config import Attachment, LesionShape, SynthConfig
@@ -234,20 +234,7 @@ def load_bundle(path: Path) -> Bundle:
         ConfigError: the YAML does not parse or a field is unknown or invalid (the message
             names the field, e.g. ``training.lr``).
     """
-    if not path.is_file():
-        raise InputNotFoundError(f"Bundle file {path} does not exist.", path=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}", path=str(path)) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of bundle fields.", path=str(path))
-    try:
-        return Bundle.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "bundle"
-        raise ConfigError(f"{path}: {where}: {first['msg']}", path=str(path), field=where) from exc
+    return load_config(path, Bundle, what="Bundle file")
 
 
 def write_bundle(bundle: Bundle, path: Path) -> None:

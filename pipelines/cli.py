@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 import typer
@@ -79,13 +80,12 @@ def _register_commands() -> None:
 
     app.command("evaluate")(evaluate_command)
     app.command("calibrate")(calibrate_command)
-    from pipelines.export_commands import export_command
+    from pipelines.model.commands import export_command, models_app
 
     app.command("export")(export_command)
-    from pipelines.registry_commands import models_app
 
     app.add_typer(models_app, name="models")
-    from pipelines.predict_commands import predict_command
+    from pipelines.inference.commands import predict_command
 
     app.command("predict")(predict_command)
     # Packages that build on the library (the service) add their commands through this entry
@@ -94,13 +94,16 @@ def _register_commands() -> None:
         entry.load()(app)
 
 
-def main() -> None:
-    """Console-script entry point: run the app and turn errors into one line and an exit code."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: run the app on ``argv`` (default: the process's arguments)
+    and turn errors into one line and an exit code."""
     _register_commands()
     try:
         # Without standalone mode click returns a command's typer.Exit code instead of raising
         # it: `basira predict` exited 0 with failed studies.
-        code = app(standalone_mode=False)
+        code = app(
+            args=None if argv is None else list(argv), prog_name="basira", standalone_mode=False
+        )
         if isinstance(code, int) and code:
             sys.exit(code)
     except BasiraError as exc:

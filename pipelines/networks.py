@@ -57,8 +57,8 @@ def _segresnet_divisor(kwargs: Mapping[str, Any]) -> int:
     return 2 ** (len(kwargs["blocks_down"]) - 1)
 
 
-#: name → spec. "unet" is the CPU-fast default (strided convolutions, no pooling: ~6x faster
-#: per patch than SegResNet on a 2-core CPU, see BASELINES.md); "unet_small" halves the widths
+#: name → spec. "unet" is the CPU-fast default (strided convolutions, no pooling: several times
+#: faster per patch than SegResNet on a CPU, see BASELINES.md); "unet_small" halves the widths
 #: and drops one level for smoke runs and tiny machines.
 NETWORKS: dict[str, NetworkSpec] = {
     "unet": NetworkSpec(

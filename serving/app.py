@@ -2,8 +2,8 @@
 settings (temporary database and storage) and get the same app production runs.
 
 Every error leaves as ``{"code", "message", "detail"}`` with the status of its class in
-:mod:`pipelines.errors`; an unexpected one is logged with an id and answered 500 without a
-traceback.
+:mod:`pipelines.errors` or :mod:`serving.errors`; an unexpected one is logged with an id and
+answered 500 without a traceback.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipelines.errors import (
-    BasiraError,
+from pipelines.errors import BasiraError, NotFoundError
+from serving.errors import (
     InternalServiceError,
     InvalidParametersError,
     MethodNotAllowedError,
-    NotFoundError,
     RateLimitedError,
     ServiceRequestError,
 )
@@ -37,7 +36,7 @@ from serving.middleware import (
 from serving.routes import audit, dicomweb, health, jobs, metrics, studies
 from serving.services import Services
 from serving.settings import Settings
-from serving.ui import install_ui
+from serving.ui.app import install_ui
 
 __all__ = ["create_app"]
 

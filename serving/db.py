@@ -2,7 +2,8 @@
 PostgreSQL by URL with the same code.
 
 SQLite gets WAL mode and a busy timeout so the worker thread and request threads can write
-concurrently; every connection enforces foreign keys.
+concurrently; every connection enforces foreign keys. The schema is every table of
+:mod:`serving.models` and :mod:`serving.ui.models` (both imported here).
 """
 
 from __future__ import annotations
@@ -11,47 +12,25 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Base", "Database", "UTCDateTime", "utcnow"]
+# The table modules register their tables on Base.metadata: imported here, every table exists
+# for whoever opens a database, whatever was imported first.
+from serving import models as _service_tables  # noqa: F401
+from serving.orm import Base
+from serving.ui import models as _ui_tables  # noqa: F401
+
+__all__ = ["Database"]
 
 #: The PostgreSQL advisory lock key that serialises schema creation ("BASIRA" in ASCII).
 _SCHEMA_LOCK = 0x424153495241
 _WAL_ATTEMPTS = 50
 _WAL_RETRY_S = 0.1
-
-
-def utcnow() -> datetime:
-    """Now, timezone-aware UTC (the only kind of time the service stores)."""
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """An aware UTC datetime on every backend (SQLite keeps no time zone: stored naive UTC)."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not stored; use serving.db.utcnow()")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-class Base(DeclarativeBase):
-    """Base of the service's tables (``serving.models``)."""
 
 
 class Database:
@@ -82,8 +61,6 @@ class Database:
         transaction-scoped advisory lock; SQLite takes its write lock up front, since its
         Python driver opens no transaction around DDL by itself.
         """
-        from serving import models  # noqa: F401  (registers the tables on Base.metadata)
-
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 
 from pipelines.dicom.index import index_inputs
-from pipelines.errors import NoDicomFoundError, ServiceUnavailableError
+from pipelines.errors import NoDicomFoundError
+from serving.errors import ServiceUnavailableError
 from serving.settings import Settings
 
 __all__ = ["DemoConfig", "DemoSummary", "run_demo"]

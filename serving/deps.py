@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from pipelines.errors import ForbiddenError, InvalidCredentialsError, MissingCredentialsError
 from serving.audit import AuditEntry
+from serving.errors import ForbiddenError, InvalidCredentialsError, MissingCredentialsError
 from serving.models import KeyRole
 from serving.services import Services
 from serving.tenants import Principal, authenticate_key

@@ -52,20 +52,22 @@ from sqlalchemy import select
 from pipelines.errors import (
     BasiraError,
     ColourImageError,
-    DuplicateInstanceError,
-    InternalServiceError,
     InvalidAttributeError,
     MissingAttributeError,
     NotAnImageError,
     NotCTError,
     NotHounsfieldError,
     PixelDataLengthError,
+)
+from serving.audit import AuditEntry
+from serving.errors import (
+    DuplicateInstanceError,
+    InternalServiceError,
     RequestTooLargeError,
     ServiceUnavailableError,
     StorageFullError,
     UnknownAETitleError,
 )
-from serving.audit import AuditEntry
 from serving.ingest import Door, ingest
 from serving.models import Tenant
 from serving.services import Services

@@ -21,15 +21,10 @@ from sqlalchemy.orm import Session
 from pipelines.dicom.archive import ArchiveLimits, extract_zip, is_zip
 from pipelines.dicom.header import MEDIA_STORAGE_DIRECTORY, InstanceHeader, read_header
 from pipelines.dicom.selection import check_content
-from pipelines.errors import (
-    BasiraError,
-    DuplicateInstanceError,
-    MultipleStudiesError,
-    NotAnImageError,
-    StudyMismatchError,
-)
-from serving.db import utcnow
+from pipelines.errors import BasiraError, NotAnImageError
+from serving.errors import DuplicateInstanceError, MultipleStudiesError, StudyMismatchError
 from serving.models import Instance, Study
+from serving.orm import utcnow
 from serving.storage import InstanceStore, SpooledFile
 
 __all__ = ["Door", "IngestReport", "Refusal", "StoredInstance", "expand_archives", "ingest"]

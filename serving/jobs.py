@@ -20,8 +20,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from serving.db import utcnow
 from serving.models import Instance, Job, JobStatus, Study, Tenant, WebhookDelivery
+from serving.orm import utcnow
 
 __all__ = [
     "RETRIES_EXHAUSTED",

@@ -13,9 +13,8 @@ Labels never carry patient identifiers: requests are labelled by route template
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from re import Pattern
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
@@ -25,13 +24,16 @@ from sqlalchemy.orm import Session
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipelines.result import ModelInfo
+from serving.db import Database
 from serving.jobs import queue_depth
 from serving.models import Job, JobStatus
 
-if TYPE_CHECKING:
-    from serving.services import Services
+__all__ = ["LoadedModelSource", "MetricsMiddleware", "ServiceMetrics"]
 
-__all__ = ["MetricsMiddleware", "ServiceMetrics"]
+#: The model release this process's worker has loaded, asked at every scrape (None: no worker
+#: here, or its model is not loaded yet).
+LoadedModelSource = Callable[[], ModelInfo | None]
 
 #: Seconds; an analysis takes from seconds (small studies) to many minutes (a queue backlog).
 _JOB_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -78,11 +80,12 @@ class ServiceMetrics:
         )
         self._state: Collector | None = None
 
-    def watch(self, services: Services) -> None:
-        """Report ``services``' database state (queue depth, model) at every scrape."""
+    def watch(self, db: Database, loaded_model: LoadedModelSource) -> None:
+        """Report ``db``'s state (queue depth, the model of the newest result) and the model
+        ``loaded_model`` names at every scrape."""
         if self._state is not None:
             self.registry.unregister(self._state)
-        self._state = _StateCollector(services)
+        self._state = _StateCollector(db, loaded_model)
         self.registry.register(self._state)
 
     def observe_job(self, job: Job) -> None:
@@ -105,17 +108,18 @@ class ServiceMetrics:
 
 
 class _StateCollector(Collector):
-    """Reads the service's database and worker when Prometheus scrapes."""
+    """Reads the service's database and its worker's model when Prometheus scrapes."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, db: Database, loaded_model: LoadedModelSource) -> None:
+        self.db = db
+        self.loaded_model = loaded_model
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "basira_database_up", "1 when the database answered this scrape, else 0."
         )
         try:
-            with self.services.db.sessions() as session:
+            with self.db.sessions() as session:
                 counts = queue_depth(session)
                 model = self._model(session)
         except Exception:  # a scrape must answer even when the database does not
@@ -142,9 +146,8 @@ class _StateCollector(Collector):
             yield info
 
     def _model(self, session: Session) -> dict[str, str]:
-        worker = self.services.worker
-        if worker is not None and worker.model is not None:
-            loaded = worker.model.info
+        loaded = self.loaded_model()
+        if loaded is not None:
             return {
                 "name": loaded.name,
                 "version": loaded.version,

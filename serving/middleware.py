@@ -10,7 +10,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipelines.errors import RequestTooLargeError
+from serving.errors import RequestTooLargeError
 
 __all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware", "security_headers"]
 

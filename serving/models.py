@@ -26,7 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from serving.db import Base, UTCDateTime, utcnow
+from pipelines.result import StudyStatus
+from serving.orm import Base, UTCDateTime, utcnow
 
 __all__ = [
     "ApiKey",
@@ -56,15 +57,31 @@ class KeyRole(StrEnum):
 
 
 class JobStatus(StrEnum):
+    """Where a job stands: queued, running, or ended the way its study's analysis ended (the
+    words of :class:`~pipelines.result.StudyStatus`, mapped by :meth:`ended`)."""
+
     QUEUED = "queued"
     RUNNING = "running"
-    COMPLETED = "completed"
-    NOT_ANALYSABLE = "not_analysable"
-    FAILED = "failed"
+    COMPLETED = StudyStatus.COMPLETED.value
+    NOT_ANALYSABLE = StudyStatus.NOT_ANALYSABLE.value
+    FAILED = StudyStatus.FAILED.value
+
+    @classmethod
+    def ended(cls, status: StudyStatus) -> JobStatus:
+        """The status of a job whose study's analysis ended with ``status``."""
+        return _ENDED[status]
 
     @property
     def terminal(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.NOT_ANALYSABLE, JobStatus.FAILED)
+        return self in _ENDED.values()
+
+
+#: How a job ends for each way a study's analysis can end.
+_ENDED = {
+    StudyStatus.COMPLETED: JobStatus.COMPLETED,
+    StudyStatus.NOT_ANALYSABLE: JobStatus.NOT_ANALYSABLE,
+    StudyStatus.FAILED: JobStatus.FAILED,
+}
 
 
 class WebhookStatus(StrEnum):

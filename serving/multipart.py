@@ -17,11 +17,7 @@ from typing import TYPE_CHECKING
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from pipelines.errors import (
-    MalformedMultipartError,
-    TooManyPartsError,
-    UnsupportedMediaTypeError,
-)
+from serving.errors import MalformedMultipartError, TooManyPartsError, UnsupportedMediaTypeError
 from serving.storage import SpooledFile, SpoolWriter
 
 if TYPE_CHECKING:

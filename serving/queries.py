@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipelines.errors import JobNotFoundError, StudyNotFoundError
+from serving.errors import JobNotFoundError, StudyNotFoundError
 from serving.models import Instance, Job, JobStatus, Study
 from serving.schemas import JobPublic, ModelPublic, ReasonPublic, StudyPublic, WithheldPublic
 

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Protocol
 
-from pipelines.errors import RateLimitedError
+from serving.errors import RateLimitedError
 
 __all__ = ["MemoryRateLimiter", "RateLimiter", "RedisRateLimiter", "make_rate_limiter"]
 

@@ -1,13 +1,18 @@
-"""Request and response bodies of the API (``<Entity>Public`` is what a client sees)."""
+"""Request and response bodies of the API (``<Entity>Public`` is what a client sees), and what
+every router shares about them: the Study Instance UID path parameter and the documented error
+responses."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "ERRORS",
+    "UID_PATTERN",
     "AuditEventPublic",
     "ErrorBody",
     "JobPublic",
@@ -16,8 +21,14 @@ __all__ = [
     "RejectedFilePublic",
     "StudyAccepted",
     "StudyPublic",
+    "StudyUID",
     "WithheldPublic",
 ]
+
+#: A DICOM UID: dot-separated decimal numbers.
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+#: A Study Instance UID in a path (``/v1/studies/{study_uid}``, ``/ui/studies/{study_uid}``).
+StudyUID = Annotated[str, PathParam(max_length=64, pattern=UID_PATTERN)]
 
 
 class ErrorBody(BaseModel):
@@ -26,6 +37,12 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+#: The error answers every API route documents (a route adds its own, e.g. 403 or 507).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429)
+}
 
 
 class RejectedFilePublic(BaseModel):

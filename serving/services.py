@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipelines.dicom.archive import ArchiveLimits
+from pipelines.result import ModelInfo
 from serving.audit import Auditor
 from serving.db import Database
 from serving.metrics import ServiceMetrics
@@ -33,7 +34,7 @@ class Services:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
 
     def __post_init__(self) -> None:
-        self.metrics.watch(self)
+        self.metrics.watch(self.db, self.loaded_model)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -49,6 +50,13 @@ class Services:
             max_total_bytes=self.settings.max_archive_bytes,
             max_files=self.settings.max_archive_files,
         )
+
+    def loaded_model(self) -> ModelInfo | None:
+        """The model release this process's worker has loaded (None: no worker here, or its
+        model is not loaded yet)."""
+        if self.worker is None or self.worker.model is None:
+            return None
+        return self.worker.model.info
 
     def new_worker(self) -> Worker:
         """A worker on this service's database and storage whose finished jobs feed metrics."""

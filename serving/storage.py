@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipelines.errors import StorageFullError
+from serving.errors import StorageFullError
 
 __all__ = ["InstanceStore", "SpoolWriter", "SpooledFile"]
 

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipelines.errors import (
+from serving.errors import (
     AETitleInUseError,
     InvalidAETitleError,
     InvalidCredentialsError,
     TenantExistsError,
     TenantNotFoundError,
 )
-from serving.db import utcnow
 from serving.models import ApiKey, KeyRole, Tenant
+from serving.orm import utcnow
 
 __all__ = [
     "IssuedTenant",

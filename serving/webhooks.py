@@ -17,8 +17,9 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select, update
 
-from serving.db import Database, utcnow
+from serving.db import Database
 from serving.models import Tenant, WebhookDelivery, WebhookStatus
+from serving.orm import utcnow
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookPolicy", "deliver_due", "sign"]
 

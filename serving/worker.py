@@ -1,6 +1,6 @@
 """The analysis worker: claims queued jobs and runs each study through the same
-:class:`~pipelines.predict.StudyAnalysis` that ``basira predict`` uses, so the service and the
-CLI give the same result for the same study.
+:class:`~pipelines.inference.predict.StudyAnalysis` that ``basira predict`` uses, so the service
+and the CLI give the same result for the same study.
 
 It runs as a thread of the service (the embedded default) or alone (``basira worker``), any
 number of them against one PostgreSQL database. Each tick it also queues studies that have gone
@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from pipelines.dicom.index import StudyEntry, index_inputs
 from pipelines.errors import BasiraError, NoDicomFoundError, PredictionFailedError
-from pipelines.predict import (
+from pipelines.inference.predict import (
     EngineChoice,
     LoadedModel,
     StudyAnalysis,
@@ -189,7 +189,7 @@ class Worker:
         }
         diagnosis = result.diagnosis
         return jobs.JobOutcome(
-            status=JobStatus(result.status.value),
+            status=JobStatus.ended(result.status),
             reasons=[reason.model_dump() for reason in result.reasons],
             result_json=result.to_json(),
             result_files=files,

@@ -3,6 +3,8 @@
 * Hypothesis profiles: ``dev`` (few examples, the default on a developer's machine) and ``ci``
   (many more, chosen when ``CI`` is set, as CI's runner sets it); ``HYPOTHESIS_PROFILE`` picks
   one by name.
+* ``basira``: the one runner of the command line (:class:`tests.cli.Basira`), in this process
+  or as its own.
 * Every coded reason the suite produces is documented in docs/errors.md: the ledger
   (:mod:`tests.reason_ledger`) watches what reaches people while the tests run; at the end of
   the session (after merging what pytest-xdist workers saw) an undocumented code fails the run
@@ -19,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests import reason_ledger
+from tests.cli import Basira
 
 _SLOW_EXAMPLES = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(
@@ -70,3 +73,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("reason codes missing from docs/errors.md", red=True)
         for code, test in _UNDOCUMENTED.items():
             terminalreporter.line(f"{code}  (first produced by {test})")
+
+
+@pytest.fixture
+def basira() -> Basira:
+    """Run ``basira ARGS``: ``basira(*args)`` in this process, ``basira.run(*args)`` as its own."""
+    return Basira()

@@ -61,7 +61,7 @@ def prepare_command(
     from rich.progress import Progress
 
     from pipelines.datasets.manifest import read_manifest
-    from pipelines.prepare import load_prepare_config, prepare_manifest
+    from pipelines.datasets.prepare import load_prepare_config, prepare_manifest
 
     config = load_prepare_config(params, section)
     total = len(read_manifest(manifest).cases)

@@ -7,7 +7,7 @@ Every reader returns the :class:`~pipelines.volume.Volume` convention: HU as flo
   affine is ``diag(-1, -1, 1, 1) @ affine_ras`` and the array is transposed to ``(k, j, i)``.
 * **MetaImage** (SimpleITK, LUNA16's ``.mhd``/``.raw``): ITK's origin and direction are already
   LPS, and ``GetArrayFromImage`` already gives ``(k, j, i)``.
-* **DICOM** series are read by :func:`pipelines.dicom.volume.read_series_volume`.
+* **DICOM** series are read by :func:`pipelines.dicom.read.read_series_volume`.
 
 Labels come back as uint8 ``(k, j, i)`` on the reference image's grid: NIfTI labels must share
 the image's grid; DICOM SEG frames are placed on the reference slices by the SOPInstanceUID they
@@ -40,12 +40,12 @@ def load_image(path: Path, image_format: ImageFormat) -> Volume:
     Raises:
         InputNotFoundError: ``path`` does not exist.
         UnreadableImageError: a NIfTI or MetaImage file its reader refuses, or not 3-D.
-        BasiraError: any DICOM error of :func:`pipelines.dicom.volume.read_series_volume`.
+        BasiraError: any DICOM error of :func:`pipelines.dicom.read.read_series_volume`.
     """
     if not path.exists():
         raise InputNotFoundError(f"Image {path} does not exist.", path=str(path))
     if image_format is ImageFormat.DICOM:
-        from pipelines.dicom.volume import read_series_volume
+        from pipelines.dicom.read import read_series_volume
 
         return read_series_volume(path)
     if image_format is ImageFormat.NIFTI:

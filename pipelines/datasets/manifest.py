@@ -8,13 +8,13 @@ public layout needs an adapter and nothing else.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.errors import ConfigError, InputNotFoundError
+from pipelines.config import validate_config
+from pipelines.errors import InputNotFoundError
 
 MANIFEST_SCHEMA_VERSION = "1.0"
 
@@ -110,7 +110,4 @@ def read_manifest(path: Path) -> Manifest:
     """
     if not path.is_file():
         raise InputNotFoundError(f"Manifest {path} does not exist.", path=str(path))
-    try:
-        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise ConfigError(f"{path} is not a valid manifest: {exc}", path=str(path)) from exc
+    return validate_config(path.read_text(encoding="utf-8"), Manifest, path)

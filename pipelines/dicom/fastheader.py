@@ -1,7 +1,7 @@
 """A tag-targeted header scanner for the files scanners write most: little-endian, single frame.
 
-pydicom builds a full :class:`~pydicom.dataset.Dataset` for every file (about 0.7 ms each), which
-was half the time of reading a 300-slice series. This scanner walks the top-level elements of
+pydicom builds a full :class:`~pydicom.dataset.Dataset` for every file, a large share of the time
+a series takes to read (``benchmarks/RESULTS.md``). This scanner walks the top-level elements of
 the bytes before Pixel Data, keeps the two dozen values Basira uses and skips everything else,
 including nested sequences, without decoding it.
 

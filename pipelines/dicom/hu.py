@@ -36,7 +36,7 @@ def rescale_into(stored: np.ndarray, slope: float, intercept: float, out: np.nda
     """Write ``stored * slope + intercept`` into ``out`` (float32, the same shape), in place.
 
     The stored values are first cast into ``out`` (exact for 16-bit integers) and then scaled
-    and shifted there in float32: numpy's plain cast and in-place arithmetic were 15 % faster
+    and shifted there in float32: numpy's plain cast and in-place arithmetic measured faster
     than one ufunc casting on the fly, with the same float32 results.
     """
     np.copyto(out, stored, casting="same_kind")

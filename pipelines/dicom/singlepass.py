@@ -1,7 +1,7 @@
 """Index and read a folder of one uncompressed series in a single pass over its files.
 
-:func:`~pipelines.dicom.volume.read_series_volume` must read every header before it knows the
-slice order, and so used to open every file twice: once for its header, once for its pixels.
+:func:`~pipelines.dicom.read.read_series_volume` must read every header before it knows the
+slice order, which would open every file twice: once for its header, once for its pixels.
 For the common input, a folder holding one series of native 16-bit single-frame slices named in
 acquisition order, this pass opens each file once: it scans the header and, while the order is
 not yet known, writes the slice's HU values where the file order predicts it belongs (file

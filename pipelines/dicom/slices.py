@@ -1,10 +1,9 @@
 """One slice of a series without decoding the others: the review viewer's path to a first image.
 
-:func:`read_series_layout` reads only headers (about 0.2 ms a file) and applies the checks and
-the slice order of :func:`~pipelines.dicom.volume.read_series_volume`; :func:`read_slice_hu`
-then decodes the one file that holds slice ``k``. A 512x512x300 series shows its first slice
-after some 60 ms instead of the 1.2 s a whole-volume decode takes, and slice ``k`` read here
-equals ``read_series_volume(...).array_hu[k]``.
+:func:`read_series_layout` reads only headers and applies the checks and the slice order of
+:func:`~pipelines.dicom.read.read_series_volume`; :func:`read_slice_hu` then decodes the one file
+that holds slice ``k``, so the viewer shows a first slice long before a whole-volume decode
+would end, and slice ``k`` read here equals ``read_series_volume(...).array_hu[k]``.
 """
 
 from __future__ import annotations

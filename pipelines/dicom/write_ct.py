@@ -25,7 +25,7 @@ from pipelines.dicom.geometry import affine_to_dicom
 
 #: Transfer syntaxes whose encoders we have, with the plugin that encodes each fastest here.
 ENCODERS: dict[str, str] = {
-    "1.2.840.10008.1.2.5": "gdcm",  # RLE Lossless (pydicom's native encoder is ~17x slower)
+    "1.2.840.10008.1.2.5": "gdcm",  # RLE Lossless (pydicom's native encoder is far slower)
     "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS Lossless
     "1.2.840.10008.1.2.4.90": "pylibjpeg",  # JPEG 2000 Lossless
 }

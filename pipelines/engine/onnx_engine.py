@@ -10,9 +10,9 @@ stitched output live on the CPU.
 The model carries its provenance as ONNX metadata (:class:`OnnxModelInfo`); the engine refuses a
 model whose preprocessing hash differs from the bundle's. Execution providers: TensorRT, then
 CUDA, then OpenVINO, then ONNX Runtime's own CPU kernels, as far as the installed ``onnxruntime``
-offers them. On x86-64 Linux the project installs ``onnxruntime-openvino``, whose OpenVINO CPU
-kernels ran this 3-D UNet about twice as fast as ONNX Runtime's MLAS convolutions and faster than
-torch (``benchmarks/RESULTS.md``); it is pinned to float32 so its outputs stay within the export's
+offers them. On x86-64 Linux the project installs ``onnxruntime-openvino`` for its OpenVINO CPU
+kernels (how they compare with ONNX Runtime's own and with torch on each CPU:
+``benchmarks/RESULTS.md``); it is pinned to float32 so its outputs stay within the export's
 parity tolerance. The reduced-precision
 converters that ``basira export`` tries (:func:`to_float16`, :func:`quantize_int8`) live here too,
 so nothing else imports ``onnxruntime``.
@@ -137,10 +137,9 @@ class OnnxEngineConfig(BaseModel):
         threads: CPU threads for the network (``None``: the runtime's default, one per core);
             ONNX Runtime's intra-op threads and OpenVINO's inference threads alike.
         spin_wait: let idle ONNX Runtime intra-op threads busy-wait for the next operator (its
-            own default). On the 2-core machine it was 10 % faster at a load average of 1.7, and
-            slower under heavy contention (load 5 and more): turn it off on a server whose
-            cores are busy with other work (``benchmarks/RESULTS.md``). OpenVINO schedules
-            its own threads and ignores it.
+            own default): faster on a quiet machine, slower when the cores are busy with other
+            work, so turn it off on such a server (measured in ``benchmarks/RESULTS.md``).
+            OpenVINO schedules its own threads and ignores it.
         graph_optimization: ``None`` uses the level the exporter kept (model metadata).
         tta_flip_axes: test-time augmentation: every combination of flips over these spatial
             axes (0 = k, 1 = j, 2 = i) is run and the logits averaged; costs ``2 ** len`` times

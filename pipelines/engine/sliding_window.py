@@ -9,8 +9,8 @@ The grid, the importance map and the stitching are MONAI's (``sliding_window_inf
 a window is zero-padded around it; each window's logits are weighted by a Gaussian of sigma
 ``roi / 8`` (clamped below at 1e-3) and the weighted sum is divided by the summed weights. They
 are written again here because ``import monai`` loads every MONAI subpackage, whose optional
-imports pull in mlflow and pandas: about 8 s of a fresh ``basira predict`` process on a 2-core
-machine, for the one function inference needs. ``tests/pipelines/engine/test_sliding_window.py``
+imports pull in mlflow and pandas, seconds of a fresh ``basira predict`` process spent on the one
+function inference needs (``docs/predict.md``). ``tests/pipelines/engine/test_sliding_window.py``
 keeps the two equal.
 
 Memory stays bounded: besides the input, one float32 sum and one weight map of the region the

@@ -22,79 +22,31 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import get_args
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from pipelines.bundle import Bundle, load_bundle, write_bundle
-from pipelines.errors import ConfigError, InputNotFoundError
-from pipelines.evaluation.calibration import CalibrationMethod, Calibrator, fit_calibrator
+from pipelines.calibration import (
+    CALIBRATION_FILE,
+    BundleCalibration,
+    CalibrationMethod,
+    Calibrator,
+    FindingsThresholdChoice,
+    FittedOn,
+    StoredOperatingPoint,
+)
+from pipelines.evaluation.calibration import fit_calibrator
 from pipelines.evaluation.classification import compute_roc_auc, operating_point_for_sensitivity
 from pipelines.evaluation.froc import compute_froc
 from pipelines.evaluation.predictions import DataInfo
 from pipelines.evaluation.report import CaseRecord, finding_outcomes
 from pipelines.findings import StudyScore, calibrate_findings, study_score
 
-CALIBRATION_FILE = "calibration.json"
-CALIBRATION_SCHEMA_VERSION = 1
 #: Temperature: one parameter cannot over-fit a small validation split (docs/evaluation.md).
 DEFAULT_METHOD = CalibrationMethod.TEMPERATURE
-
-StoredCalibrator = Annotated[Calibrator, Field(discriminator="method")]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FittedOn(_Strict):
-    """The data a calibration was fit on."""
-
-    data: str
-    split: str
-    data_sha256: str
-    n_cases: int
-    n_positive_cases: int
-    n_findings: int
-    n_true_findings: int
-
-
-class StoredOperatingPoint(_Strict):
-    """A study threshold and what it achieved on the data it was picked on."""
-
-    threshold: float = Field(ge=0, le=1)
-    target_sensitivity: float = Field(gt=0, le=1)
-    sensitivity: float
-    specificity: float | None
-
-
-class FindingsThresholdChoice(_Strict):
-    """The findings threshold picked on the calibration split, and every candidate's CPM and
-    study AUC (keys are the thresholds as text: JSON keys are strings; AUC is null when the
-    split lacks a class)."""
-
-    threshold: float = Field(gt=0, le=1)
-    cpm_by_threshold: dict[str, float]
-    auc_by_threshold: dict[str, float | None]
-
-
-class BundleCalibration(_Strict):
-    """``calibration.json`` (see module docstring)."""
-
-    schema_version: int = CALIBRATION_SCHEMA_VERSION
-    method: CalibrationMethod
-    findings: StoredCalibrator
-    study: StoredCalibrator
-    operating_point: StoredOperatingPoint
-    fitted_on: FittedOn
-    findings_threshold: FindingsThresholdChoice | None = None
-    #: how the calibrated findings combine into the study score the study calibrator maps
-    #: (``max`` for calibrations written before the choice existed)
-    study_score: StudyScore = "max"
-    #: the validation AUC of each candidate study score (null: the split lacks a class)
-    study_auc_by_score: dict[str, float | None] = Field(default_factory=dict)
 
 
 def choose_study_score(
@@ -198,28 +150,6 @@ def fit_bundle_calibration(
         study_score=combine,
         study_auc_by_score=auc_by_score,
     )
-
-
-def load_calibration(bundle_dir: Path, bundle: Bundle) -> BundleCalibration | None:
-    """The calibration the bundle names (relative to ``bundle_dir``), or None if it has none.
-
-    Raises:
-        InputNotFoundError: the bundle names a file that does not exist.
-        ConfigError: the file is not a valid calibration.
-    """
-    if bundle.calibration is None:
-        return None
-    path = bundle_dir / bundle.calibration
-    if not path.is_file():
-        raise InputNotFoundError(
-            f"Bundle '{bundle.name}' names calibration {path}, which does not exist; "
-            "run 'basira calibrate' again.",
-            path=str(path),
-        )
-    try:
-        return BundleCalibration.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        raise ConfigError(f"{path} is not a valid calibration: {exc}", path=str(path)) from exc
 
 
 def save_calibration(bundle_path: Path, calibration: BundleCalibration) -> Bundle:

@@ -23,21 +23,20 @@ bootstrap; the ``compute_*`` functions are their unweighted case.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from pipelines.errors import ConfigError, MissingClassError
+from pipelines.calibration import (
+    CalibrationMethod,
+    Calibrator,
+    IsotonicCalibrator,
+    TemperatureCalibrator,
+)
+from pipelines.errors import MissingClassError
 
 DEFAULT_ECE_BINS = 10
-_EPS = 1e-7
-
-
-class CalibrationMethod(StrEnum):
-    TEMPERATURE = "temperature"
-    ISOTONIC = "isotonic"
+_EPS = 1e-7  # as in pipelines.calibration: probabilities clipped before a logit
 
 
 def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,73 +104,6 @@ def compute_reliability(
         }
         for b in range(n_bins)
     ]
-
-
-class TemperatureCalibrator(BaseModel):
-    """``sigmoid(logit(p) / temperature)``; T > 1 softens over-confident scores."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["temperature"] = "temperature"
-    temperature: float = Field(gt=0)
-
-    def apply(self, probs: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, same shape as ``probs``."""
-        from scipy import special
-
-        logits = special.logit(np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS))
-        return np.asarray(special.expit(logits / self.temperature))
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-
-class IsotonicCalibrator(BaseModel):
-    """Piecewise-linear monotone map through the breakpoints ``(x, y)``, clipped at the ends."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["isotonic"] = "isotonic"
-    x: list[float] = Field(min_length=1)
-    y: list[float] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _monotone(self) -> IsotonicCalibrator:
-        x, y = np.asarray(self.x), np.asarray(self.y)
-        if x.shape != y.shape:
-            raise ValueError("x and y must have the same length")
-        if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
-            raise ValueError("x and y must be non-decreasing")
-        if y.min() < 0 or y.max() > 1:
-            raise ValueError("y must lie in [0, 1]")
-        return self
-
-    def apply(self, probs: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, same shape as ``probs``."""
-        return np.interp(np.asarray(probs, dtype=np.float64), self.x, self.y)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-
-Calibrator = TemperatureCalibrator | IsotonicCalibrator
-_CALIBRATOR_ADAPTER: TypeAdapter[Calibrator] = TypeAdapter(
-    Annotated[Calibrator, Field(discriminator="method")]
-)
-
-
-def calibrator_from_dict(data: dict[str, Any]) -> Calibrator:
-    """Read a calibrator back from its ``to_dict()`` form (as stored in the model bundle).
-
-    Raises:
-        ConfigError: unknown ``method`` or invalid parameters.
-    """
-    try:
-        return _CALIBRATOR_ADAPTER.validate_python(data)
-    except ValidationError as error:
-        raise ConfigError(
-            "The calibration stored in the model bundle is not valid.", errors=error.errors()
-        ) from error
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> TemperatureCalibrator:

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.calibration import CalibrationMethod
 from pipelines.datasets.manifest import Split
-from pipelines.evaluation.calibration import CalibrationMethod
 
 BundleOption = Annotated[
     Path | None,

@@ -22,22 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.datasets.manifest import Lesion, Split
+from pipelines.calibration import apply_calibration
+from pipelines.datasets.manifest import Lesion
+from pipelines.datasets.prepare import PreparedCase, load_prepared_case
 from pipelines.engine.base import Engine
-from pipelines.errors import EmptySplitError
 from pipelines.evaluation.report import CaseRecord
 from pipelines.evaluation.segmentation import compute_dice_counts
 from pipelines.findings import (
-    Finding,
     FindingsConfig,
-    calibrate_findings,
     extract_findings,
-    study_score,
 )
-from pipelines.prepare import PreparedCase, PreparedIndex, load_prepared_case
 
 if TYPE_CHECKING:
-    from pipelines.evaluation.calibrate import BundleCalibration
+    from pipelines.calibration import BundleCalibration
 
 
 @dataclass(frozen=True)
@@ -79,21 +76,6 @@ def load_case(
     )
 
 
-def cases_of_split(index: PreparedIndex, split: Split) -> list[PreparedCase]:
-    """The prepared cases of ``split``, in index order.
-
-    Raises:
-        EmptySplitError: the split holds no case (evaluation and calibration need at least one).
-    """
-    cases = [case for case in index.cases if case.split == split]
-    if not cases:
-        raise EmptySplitError(
-            f"The prepared data '{index.name}' has no '{split}' cases to evaluate on.",
-            split=str(split),
-        )
-    return cases
-
-
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read in chunks."""
     with path.open("rb") as handle:
@@ -110,23 +92,6 @@ def split_data_hash(data_dir: Path, cases: Sequence[PreparedCase]) -> str:
     for case in sorted(cases, key=lambda c: c.case_id):
         entries.append([case.case_id, file_sha256(data_dir / case.cache)])
     return hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()
-
-
-def apply_calibration(
-    found: Sequence[Finding], calibration: BundleCalibration | None
-) -> tuple[list[Finding], float]:
-    """Findings with calibrated ``confidence`` and the calibrated study probability.
-
-    Shared by evaluation and ``basira predict`` so both report the same numbers. Without a
-    ``calibration`` the findings are returned as they are and the probability is the raw
-    :func:`~pipelines.findings.study_score`; with one, the study score is computed the way the
-    calibration was fit (``calibration.study_score``) from the calibrated findings.
-    """
-    if calibration is None:
-        return list(found), study_score(found)
-    calibrated = calibrate_findings(found, calibration.findings)
-    score = study_score(calibrated, calibration.study_score)
-    return calibrated, float(calibration.study.apply(np.array([score]))[0])
 
 
 def infer_case(

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from pipelines.config import validate_config
 from pipelines.datasets.manifest import Lesion
-from pipelines.errors import ConfigError, InputNotFoundError
+from pipelines.errors import InputNotFoundError
 from pipelines.evaluation.report import CaseRecord
 from pipelines.evaluation.segmentation import DiceCounts
 from pipelines.findings import Finding, study_score
@@ -124,9 +125,4 @@ def read_predictions(path: Path) -> Predictions:
     """
     if not path.is_file():
         raise InputNotFoundError(f"Predictions file {path} does not exist.", path=str(path))
-    try:
-        return Predictions.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}", path=str(path)) from exc
+    return validate_config(path.read_text(encoding="utf-8"), Predictions, path)

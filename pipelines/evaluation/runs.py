@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.bundle import Bundle, load_bundle
+from pipelines.calibration import BundleCalibration, CalibrationMethod, load_calibration
 from pipelines.datasets.manifest import Split
+from pipelines.datasets.prepare import cases_of_split, check_preprocess, read_prepared_index
 from pipelines.evaluation.calibrate import (
-    BundleCalibration,
-    CalibrationMethod,
     choose_findings_threshold,
     fit_bundle_calibration,
-    load_calibration,
     save_calibration,
 )
 from pipelines.evaluation.inference import (
     LoadedCase,
-    cases_of_split,
     file_sha256,
     infer_case,
     infer_case_at_thresholds,
@@ -49,8 +47,8 @@ from pipelines.evaluation.report import (
 )
 
 if TYPE_CHECKING:
+    from pipelines.datasets.prepare import PreparedCase
     from pipelines.engine.torch_engine import TorchEngine
-    from pipelines.prepare import PreparedCase
 
 
 @dataclass(frozen=True)
@@ -137,17 +135,15 @@ class _SplitRun:
     def open(
         cls, bundle: Bundle, weights: Path, data_dir: Path, split: Split, options: RunOptions
     ) -> _SplitRun:
-        from pipelines.training.data import check_preprocess, read_prepared_index
-
         index = read_prepared_index(data_dir)
-        check_preprocess(index, bundle)
+        check_preprocess(index, bundle.preprocess, bundle.name)
         cases = cases_of_split(index, split)
         engine = load_engine(bundle, weights, options)
         return cls(bundle, weights, data_dir, split, cases, engine, options)
 
     def loaded_cases(self) -> Iterator[LoadedCase]:
         """Each case read from the cache, in index order (``on_case`` called after each)."""
-        from pipelines.prepare import source_slice_thicknesses
+        from pipelines.datasets.prepare import source_slice_thicknesses
 
         thickness = source_slice_thicknesses(self.data_dir)
         for case in self.cases:

@@ -11,11 +11,11 @@ the result says which finding and why (``output.finding_not_representable``).
 
 Why here, once, and not in each writer: the decision has to be the same for the JSON and for
 every DICOM/FHIR object, whichever formats a run asks for, so it is taken on the source-grid mask
-before the first of them is built (``pipelines.predict`` calls :func:`representable_findings` for
-every analysed study, JSON-only runs included). The writers then only check that they were given
-representable findings (:class:`~pipelines.reports.study.AnalysedStudy` refuses a finding without
-a voxel, and the SEG self-check refuses a segment without a frame) instead of each deciding on its
-own.
+before the first of them is built (``pipelines.inference.predict`` calls
+:func:`representable_findings` for every analysed study, JSON-only runs included). The
+writers then only check that they were given representable findings
+(:class:`~pipelines.reports.study.AnalysedStudy` refuses a finding without a voxel, and the SEG
+self-check refuses a segment without a frame) instead of each deciding on its own.
 """
 
 from __future__ import annotations

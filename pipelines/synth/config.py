@@ -12,12 +12,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydicom.uid import ExplicitVRLittleEndian
 
+from pipelines.config import load_config
 from pipelines.datasets.manifest import LesionType
-from pipelines.errors import ConfigError, InputNotFoundError
 
 
 class LesionShape(StrEnum):
@@ -137,32 +136,17 @@ class SynthConfig(BaseModel):
 def load_synth_config(path: Path | None, section: str = "synth") -> SynthConfig:
     """Read a :class:`SynthConfig` from YAML; ``None`` gives the defaults.
 
-    The file holds the fields at its top level, or under a ``section`` key (``synth:`` in
-    ``params.yaml``; ``synth_shifted:`` there describes the shifted test set).
+    The file holds the fields under a ``section`` key (``synth:`` in ``params.yaml``;
+    ``synth_shifted:`` there describes the shifted test set), or at its top level when the
+    section asked for is the default ``synth``.
 
     Raises:
         InputNotFoundError: ``path`` does not exist.
-        ConfigError: the YAML does not parse or a field is unknown or out of range.
+        ConfigError: the YAML does not parse, the section is missing, or a field is unknown or
+            out of range.
     """
     if path is None:
         return SynthConfig()
-    if not path.is_file():
-        raise InputNotFoundError(f"Config file {path} does not exist.", path=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}", path=str(path)) from exc
-    if isinstance(data, dict) and isinstance(data.get(section), dict):
-        data = data[section]
-    elif section != "synth":
-        raise ConfigError(f"{path} has no '{section}' section.", path=str(path))
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of synth fields.", path=str(path))
-    try:
-        return SynthConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(
-            f"{path}: {where}: {first['msg']}", path=str(path), errors=exc.error_count()
-        ) from exc
+    return load_config(
+        path, SynthConfig, what="Config file", section=section, top_level_ok=section == "synth"
+    )

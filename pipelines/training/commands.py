@@ -40,7 +40,7 @@ def train_command(  # noqa: PLR0913 -- typer maps each CLI option to a parameter
 ) -> None:
     """Train a model bundle on prepared data; under torchrun, on every process (DDP)."""
     from pipelines.bundle import load_bundle
-    from pipelines.tracking import MlflowTracker, NullTracker, Tracker
+    from pipelines.model.tracking import MlflowTracker, NullTracker, Tracker
     from pipelines.training.loop import TrainOptions, train
 
     loaded = load_bundle(bundle)

@@ -20,20 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipelines.bundle import AugmentationConfig, Bundle
-from pipelines.datasets.manifest import Split
-from pipelines.errors import (
-    ConfigError,
-    EmptySplitError,
-    InputNotFoundError,
-    PreprocessMismatchError,
-)
-from pipelines.prepare import (
+from pipelines.datasets.prepare import (
     PreparedCase,
-    PreparedIndex,
     load_prepared_case,
     source_slice_thicknesses,
 )
@@ -42,56 +33,6 @@ from pipelines.training.mining import MINED_KEY
 from pipelines.training.sampling import SAMPLING_KEY
 
 _MAX_SEED = 2**31 - 1
-
-
-def read_prepared_index(data_dir: Path) -> PreparedIndex:
-    """Read ``data_dir/prepared.json``.
-
-    Raises:
-        InputNotFoundError: there is no ``prepared.json`` (run ``basira prepare`` first).
-        ConfigError: the file does not validate.
-    """
-    path = data_dir / "prepared.json"
-    if not path.is_file():
-        raise InputNotFoundError(
-            f"{path} does not exist; run 'basira prepare' first.", path=str(path)
-        )
-    try:
-        return PreparedIndex.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        raise ConfigError(f"{path} is not a valid prepared index: {exc}", path=str(path)) from exc
-
-
-def split_cases(index: PreparedIndex, split: Split) -> list[PreparedCase]:
-    """The cases of ``split``, in index order.
-
-    Raises:
-        EmptySplitError: the split holds no case.
-    """
-    cases = [case for case in index.cases if case.split == split]
-    if not cases:
-        raise EmptySplitError(
-            f"The prepared data has no '{split}' cases; training needs train and val cases.",
-            split=str(split),
-        )
-    return cases
-
-
-def check_preprocess(index: PreparedIndex, bundle: Bundle) -> None:
-    """Refuse a cache prepared with other preprocessing than the bundle's contract.
-
-    Raises:
-        PreprocessMismatchError: naming the fields that differ.
-    """
-    cached = index.config.preprocess.model_dump(mode="json")
-    wanted = bundle.preprocess.model_dump(mode="json")
-    differing = sorted(key for key in wanted if cached.get(key) != wanted[key])
-    if differing:
-        raise PreprocessMismatchError(
-            f"The prepared data was preprocessed differently from bundle '{bundle.name}' "
-            f"({', '.join(differing)}); re-run 'basira prepare' with the bundle's preprocess.",
-            fields=differing,
-        )
 
 
 def _augmentations(config: AugmentationConfig) -> list[Any]:

@@ -26,11 +26,16 @@ from torch import nn
 
 from pipelines.bundle import Bundle, flatten_bundle, preprocessing_hash, write_bundle
 from pipelines.datasets.manifest import Split
+from pipelines.datasets.prepare import (
+    PreparedCase,
+    cases_of_split,
+    check_preprocess,
+    read_prepared_index,
+)
 from pipelines.engine.torch_engine import TorchEngine, torch_threads
 from pipelines.evaluation.inference import LoadedCase, load_case
+from pipelines.model.tracking import NullTracker, Tracker, data_version
 from pipelines.networks import build_network, set_output_prior
-from pipelines.prepare import PreparedCase
-from pipelines.tracking import NullTracker, Tracker, data_version
 from pipelines.training.checkpoint import (
     BEST_WEIGHTS_NAME,
     CHECKPOINT_NAME,
@@ -39,14 +44,7 @@ from pipelines.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from pipelines.training.data import (
-    PatchDataset,
-    build_train_transform,
-    check_preprocess,
-    patch_loader,
-    read_prepared_index,
-    split_cases,
-)
+from pipelines.training.data import PatchDataset, build_train_transform, patch_loader
 from pipelines.training.distributed import (
     DistContext,
     barrier,
@@ -144,9 +142,9 @@ def train(bundle: Bundle, options: TrainOptions) -> TrainResult:
 def _prepare(bundle: Bundle, options: TrainOptions, context: DistContext) -> _Run:
     """Check the data, build model and optimiser (restored on resume), loader and val cases."""
     index = read_prepared_index(options.data_dir)
-    check_preprocess(index, bundle)
-    train_cases = split_cases(index, Split.TRAIN)
-    val_cases = split_cases(index, Split.VAL)
+    check_preprocess(index, bundle.preprocess, bundle.name)
+    train_cases = cases_of_split(index, Split.TRAIN)
+    val_cases = cases_of_split(index, Split.VAL)
     components = _components(bundle, context)
     state = TrainState()
     if options.resume:

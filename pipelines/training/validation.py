@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.datasets.prepare import PreparedCase
 from pipelines.engine.base import Engine
 from pipelines.evaluation.classification import compute_roc_auc
 from pipelines.evaluation.froc import compute_froc
 from pipelines.evaluation.inference import LoadedCase, infer_case, load_case
 from pipelines.evaluation.segmentation import compute_global_dice
 from pipelines.findings import FindingsConfig
-from pipelines.prepare import PreparedCase
 
 
 def load_validation_cases(data_dir: Path, cases: Sequence[PreparedCase]) -> list[LoadedCase]:

@@ -11,8 +11,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from serving.audit import list_events
 from serving.deps import AdminDep, ServicesDep, SessionDep, audit_entry
-from serving.routes.studies import ERRORS
-from serving.schemas import AuditEventPublic, ErrorBody
+from serving.schemas import ERRORS, AuditEventPublic, ErrorBody
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

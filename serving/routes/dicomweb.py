@@ -25,21 +25,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from pipelines.errors import (
+from serving.audit import AuditEntry
+from serving.deps import PrincipalDep, ServicesDep, SessionDep, audit_entry
+from serving.errors import (
     EmptyUploadError,
     InvalidParametersError,
     StorageFullError,
     UnsupportedMediaTypeError,
 )
-from serving.audit import AuditEntry
-from serving.db import utcnow
-from serving.deps import PrincipalDep, ServicesDep, SessionDep, audit_entry
 from serving.ingest import Door, IngestReport, Refusal, StoredInstance, ingest
 from serving.jobs import enqueue_study
 from serving.models import Instance, Study
 from serving.multipart import Part, content_type_parameters, spool_multipart
+from serving.orm import utcnow
 from serving.queries import tenant_study
-from serving.routes.studies import ERRORS, UID_PATTERN, StudyUID
+from serving.schemas import ERRORS, UID_PATTERN, StudyUID
 from serving.services import Services
 
 __all__ = ["FAILURE_REASONS", "router"]
@@ -75,6 +75,9 @@ PROCESSING_FAILURE = 0x0110
 #: rest are summed up in one more.
 MAX_WARNINGS = 20
 MAX_RESULTS = 1000
+#: The largest ``offset`` a QIDO query takes: every database's OFFSET holds it (a larger one
+#: overflowed the database's integer and failed as an internal error).
+MAX_OFFSET = 2**31 - 1
 MORE_RESULTS = '299 basira "There are additional results that can be requested"'
 _UID = re.compile(UID_PATTERN)
 #: A ``StudyInstanceUID`` query value: empty (every study) or UIDs separated by ``,`` or ``\``
@@ -353,7 +356,7 @@ def search_for_studies(
         Query(alias="StudyInstanceUID"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Response:
     """QIDO-RS: the tenant's studies (UID, modalities, series and instance counts), optionally
     matching a list of Study Instance UIDs (keyword or tag ``0020000D``); ``includefield`` and

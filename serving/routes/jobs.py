@@ -10,8 +10,7 @@ from fastapi import Path as PathParam
 from serving.deps import PrincipalDep, ServicesDep, SessionDep, audit_entry
 from serving.models import Study
 from serving.queries import job_public, tenant_job
-from serving.routes.studies import ERRORS
-from serving.schemas import JobPublic
+from serving.schemas import ERRORS, JobPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

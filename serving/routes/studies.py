@@ -4,37 +4,40 @@ results (JSON, DICOM SEG, DICOM SR, FHIR)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from pipelines.errors import (
+from serving.deps import PrincipalDep, ServicesDep, SessionDep, audit_entry
+from serving.errors import (
     EmptyUploadError,
     NothingAcceptedError,
     ResultNotReadyError,
     ResultObjectNotFoundError,
 )
-from serving.deps import PrincipalDep, ServicesDep, SessionDep, audit_entry
 from serving.ingest import Door, IngestReport, expand_archives, ingest
 from serving.jobs import enqueue_study
 from serving.models import Job, JobStatus
 from serving.multipart import spool_multipart
 from serving.queries import job_public, job_withheld, latest_job, study_public, tenant_study
-from serving.schemas import ErrorBody, JobPublic, RejectedFilePublic, StudyAccepted, StudyPublic
+from serving.schemas import (
+    ERRORS,
+    ErrorBody,
+    JobPublic,
+    RejectedFilePublic,
+    StudyAccepted,
+    StudyPublic,
+    StudyUID,
+)
 from serving.services import Services
 from serving.storage import SpooledFile
 from serving.tenants import Principal
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
-UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
-StudyUID = Annotated[str, PathParam(max_length=64, pattern=UID_PATTERN)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429)
-}
 MEDIA_TYPES = {
     "seg": "application/dicom",
     "sr": "application/dicom",

@@ -13,7 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipelines.errors import LoginFailedError, UserExistsError
+from serving.errors import LoginFailedError, UserExistsError
 from serving.ui.models import Locale, Role, User
 
 __all__ = ["authenticate_user", "create_user", "generate_password", "hash_password"]

@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from pipelines.errors import ForbiddenError, ResultNotReadyError
 from serving.audit import list_events
 from serving.deps import ServicesDep, SessionDep
+from serving.errors import ForbiddenError, ResultNotReadyError
 from serving.models import Job
 from serving.queries import latest_job, tenant_study
-from serving.routes.studies import StudyUID
+from serving.schemas import StudyUID
 from serving.services import Services
 from serving.ui.deps import RadiologistDep, UiStateDep, UserDep, ui_audit
 from serving.ui.models import Role
@@ -183,8 +183,8 @@ def post_signoff(
 ) -> dict[str, Any]:
     """Record the final impression and lock the review. The sign-off commits in its own
     session before the audit event is written: on SQLite an uncommitted write (the review
-    created by a sign-off with no feedback before it) held the lock the audit's own session
-    then waited 30 s for, and the request failed."""
+    created by a sign-off with no feedback before it) would hold the lock the audit's own
+    session waits for, until the request failed."""
     entry = ui_audit(user, request, "ui.review.sign", study_uid)
     with services.auditor.audited(entry), services.db.session() as session:
         review = sign_off(session, _job(session, user.tenant_id, study_uid), user, body.impression)

@@ -1,5 +1,10 @@
 """Dependencies of the UI routes: its per-app state, the signed-in user, CSRF and roles, and the
-audit entry of a UI action."""
+audit entry of a UI action.
+
+The script API (``/ui/api``) answers a request without a live session with
+``ui.session_required``; pages and forms call :func:`page_user` and :func:`form_user` instead,
+which send the browser to the sign-in page (:class:`SignInRedirect`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from pipelines.errors import ForbiddenError
 from serving.audit import AuditEntry
 from serving.deps import ServicesDep, client_address
+from serving.errors import ForbiddenError, SessionRequiredError
 from serving.ratelimit import RateLimiter
 from serving.ui.models import Role
 from serving.ui.sessions import COOKIE_NAME, CSRF_HEADER, SignedIn, check_csrf, resolve_session
@@ -20,9 +25,12 @@ from serving.ui.viewer import SeriesCache
 __all__ = [
     "CsrfUserDep",
     "RadiologistDep",
+    "SignInRedirect",
     "UiState",
     "UiStateDep",
     "UserDep",
+    "form_user",
+    "page_user",
     "ui_audit",
 ]
 
@@ -51,6 +59,32 @@ def get_user(request: Request, services: ServicesDep) -> SignedIn:
 
 
 UserDep = Annotated[SignedIn, Depends(get_user)]
+
+
+class SignInRedirect(Exception):
+    """A page or form request without a live session; the UI answers it with a redirect to the
+    sign-in page (:func:`serving.ui.pages.redirect_to_sign_in`)."""
+
+
+def page_user(request: Request, services: ServicesDep) -> SignedIn:
+    """The signed-in user of a page or form request (its idle timer renewed);
+    :class:`SignInRedirect` without a live session."""
+    try:
+        return get_user(request, services)
+    except SessionRequiredError as exc:
+        raise SignInRedirect from exc
+
+
+def form_user(request: Request, services: ServicesDep, csrf_token: str) -> SignedIn:
+    """The signed-in user of a form POST, after its ``csrf_token`` field is checked against the
+    session's (``ui.csrf_failed``); :class:`SignInRedirect` without a live session.
+
+    Called by the handler, after FastAPI has validated the form, so a malformed form is refused
+    (422) before the session is looked at.
+    """
+    user = page_user(request, services)
+    check_csrf(user, csrf_token)
+    return user
 
 
 def get_csrf_user(request: Request, user: UserDep) -> SignedIn:

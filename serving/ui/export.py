@@ -30,15 +30,12 @@ from sqlalchemy.orm import Session
 from pipelines.datasets.lesions import sphere_volume_ml
 from pipelines.datasets.manifest import Case, ImageFormat, Lesion, Manifest, write_manifest
 from pipelines.dicom.deidentify import BASIC_PROFILE_CODE, Pseudonymiser, deidentify_file
-from pipelines.errors import (
-    BasiraError,
-    InputNotFoundError,
-    KeyFileInsideOutputError,
-    NoSignedReviewsError,
-)
+from pipelines.errors import BasiraError, InputNotFoundError
 from serving.audit import AuditEntry, Auditor
-from serving.db import Database, utcnow
+from serving.db import Database
+from serving.errors import KeyFileInsideOutputError, NoSignedReviewsError
 from serving.models import Instance, Job
+from serving.orm import utcnow
 from serving.storage import InstanceStore
 from serving.ui.models import Review, ReviewStatus
 from serving.ui.reviews import feedback_rows, final_findings

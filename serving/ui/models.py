@@ -1,9 +1,9 @@
 """The review UI's tables: users, their server-side sessions, one review per analysis job and the
 per-finding feedback rows that become training labels.
 
-They share :class:`serving.db.Base` with the service's tables, so ``create_schema`` creates them
-once this module is imported (:mod:`serving.ui` imports it). Every row carries ``tenant_id`` and
-every query filters on it, as in :mod:`serving.queries`.
+They share :class:`serving.orm.Base` with the service's tables, and :mod:`serving.db` imports
+this module, so ``create_schema`` creates them with the others. Every row carries ``tenant_id``
+and every query filters on it, as in :mod:`serving.queries`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from enum import StrEnum
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from serving.db import Base, UTCDateTime, utcnow
+from serving.orm import Base, UTCDateTime, utcnow
 
 __all__ = [
     "FeedbackAction",

@@ -15,16 +15,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from pipelines.errors import BasiraError, SessionRequiredError
+from pipelines.errors import BasiraError
 from serving.audit import AuditEntry
 from serving.deps import ServicesDep, client_address
 from serving.models import Tenant
-from serving.routes.studies import StudyUID
+from serving.schemas import StudyUID
 from serving.ui.accounts import authenticate_user
-from serving.ui.deps import UiStateDep
+from serving.ui.deps import UiStateDep, form_user, page_user
 from serving.ui.i18n import RTL_LOCALES, catalog, negotiate, translator
 from serving.ui.models import Locale, User
-from serving.ui.sessions import COOKIE_NAME, SignedIn, check_csrf, end_session, resolve_session
+from serving.ui.sessions import COOKIE_NAME, SignedIn, check_csrf, end_session
 from serving.ui.sessions import start_session as open_session
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -46,16 +46,13 @@ def _render(
     return ui.templates.TemplateResponse(request, name, context, status_code=status)
 
 
-def _signed_in(request: Request, services: ServicesDep) -> SignedIn | None:
-    try:
-        with services.db.session() as session:
-            return resolve_session(session, request.cookies.get(COOKIE_NAME), services.settings)
-    except SessionRequiredError:
-        return None
-
-
 def _to_login() -> RedirectResponse:
     return RedirectResponse("/ui/login", status_code=303)
+
+
+async def redirect_to_sign_in(_request: Request, _exc: Exception) -> Response:
+    """The answer to a page or form request without a live session (an app exception handler)."""
+    return _to_login()
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -146,10 +143,7 @@ def logout(
     request: Request, services: ServicesDep, csrf_token: Annotated[str, Form(max_length=100)]
 ) -> Response:
     """End the session server-side and clear the cookie."""
-    user = _signed_in(request, services)
-    if user is None:
-        return _to_login()
-    check_csrf(user, csrf_token)
+    user = form_user(request, services, csrf_token)
     with services.db.session() as session:
         end_session(session, request.cookies.get(COOKIE_NAME))
     services.auditor.record(AuditEntry(user.tenant_id, user.actor, "ui.logout"))
@@ -167,10 +161,7 @@ def set_locale(
     back: Annotated[str, Form(max_length=300)] = "/ui/",
 ) -> Response:
     """Switch the user's language (kept on the account)."""
-    user = _signed_in(request, services)
-    if user is None:
-        return _to_login()
-    check_csrf(user, csrf_token)
+    user = form_user(request, services, csrf_token)
     with services.db.session() as session:
         row = session.get(User, user.user_id)
         if row is not None:
@@ -182,9 +173,7 @@ def set_locale(
 @router.get("/", response_class=HTMLResponse)
 def worklist_page(request: Request, ui: UiStateDep, services: ServicesDep) -> Response:
     """The worklist page; rows are loaded by script from ``/ui/api/worklist``."""
-    user = _signed_in(request, services)
-    if user is None:
-        return _to_login()
+    user = page_user(request, services)
     return _render(ui, request, "worklist.html", Locale(user.locale), user=user)
 
 
@@ -193,7 +182,5 @@ def viewer_page(
     study_uid: StudyUID, request: Request, ui: UiStateDep, services: ServicesDep
 ) -> Response:
     """The viewer of one study; images, findings and review load by script."""
-    user = _signed_in(request, services)
-    if user is None:
-        return _to_login()
+    user = page_user(request, services)
     return _render(ui, request, "viewer.html", Locale(user.locale), user=user, study_uid=study_uid)

@@ -11,8 +11,8 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipelines.errors import ReviewNotSignedError
 from pipelines.reports.sr import ReviewedFinding, SignedReview, build_review_sr
+from serving.errors import ReviewNotSignedError
 from serving.models import Instance, Job, Tenant
 from serving.storage import InstanceStore
 from serving.ui.reviews import FinalFinding, feedback_rows, final_findings, find_review

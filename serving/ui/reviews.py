@@ -16,14 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipelines.errors import (
+from serving.errors import (
     FeedbackFindingNotFoundError,
     ReasonRequiredError,
     ReviewError,
     ReviewLockedError,
 )
-from serving.db import utcnow
 from serving.models import Job, JobStatus
+from serving.orm import utcnow
 from serving.ui.models import FeedbackAction, FindingFeedback, Review, ReviewStatus
 from serving.ui.sessions import SignedIn
 

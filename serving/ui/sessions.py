@@ -18,8 +18,8 @@ from datetime import timedelta
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from pipelines.errors import CsrfError, SessionRequiredError
-from serving.db import utcnow
+from serving.errors import CsrfError, SessionRequiredError
+from serving.orm import utcnow
 from serving.settings import Settings
 from serving.ui.models import UiSession, User
 

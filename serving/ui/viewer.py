@@ -2,9 +2,9 @@
 its geometry and findings as metadata, and single slices as raw little-endian int16 HU, each
 decoded from its own file when asked for.
 
-Why per slice and not the whole volume: decoding a 512x512x300 series took 1.2 s before the
-first image could be drawn and kept 150 MiB per series in memory; its headers take some 60 ms,
-one slice a few milliseconds, and the browser keeps what it has fetched.
+Why per slice and not the whole volume: a whole-volume decode delays the first image and keeps
+the series in memory, while its headers and one slice are read in a small fraction of that time
+(``benchmarks/RESULTS.md``), and the browser keeps what it has fetched.
 
 Why raw HU and not rendered PNGs: window/level then happens in the browser on every mouse move
 without a round trip, and a 512x512 slice is 512 KiB before gzip (CT air and soft tissue
@@ -113,8 +113,8 @@ def encode_slice(view: SeriesView, k: int, *, gzipped: bool = True) -> bytes:
     """Slice ``k`` as little-endian int16 HU, row-major ``[j, i]``, gzipped unless told not;
     ``SliceOutOfRangeError`` past the series.
 
-    The gzip stream is Huffman-only: CT noise leaves deflate's string matching little to find
-    (a 512x512 slice shrinks to 56 % at level 1, 58 % Huffman-only) for 40 % more time.
+    The gzip stream is Huffman-only: CT noise leaves deflate's string matching little to find,
+    so full deflate compresses a slice hardly better for markedly more time.
     """
     raw = hu_int16(read_slice_hu(view.layout, k)).tobytes()
     if not gzipped:

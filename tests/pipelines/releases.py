@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from pipelines.bundle import Bundle, NetworkConfig, load_bundle, write_bundle
+from pipelines.calibration import TemperatureCalibrator
 from pipelines.datasets.manifest import Lesion
 from pipelines.evaluation.calibrate import (
     BundleCalibration,
@@ -18,12 +19,11 @@ from pipelines.evaluation.calibrate import (
     StoredOperatingPoint,
     save_calibration,
 )
-from pipelines.evaluation.calibration import TemperatureCalibrator
 from pipelines.evaluation.report import CaseRecord, EvaluationConfig, evaluate_cases
-from pipelines.export import ExportConfig
 from pipelines.findings import Finding
+from pipelines.model.export import ExportConfig
+from pipelines.model.release import package_release
 from pipelines.networks import build_network
-from pipelines.release import package_release
 from pipelines.transforms import PreprocessConfig
 
 SHIPPED_BUNDLE = Path(__file__).parents[2] / "models" / "lung-nodule-unet" / "bundle.yaml"

@@ -4,7 +4,6 @@ variants kept only when faster and in agreement, and refusals with their codes."
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +12,12 @@ import onnx
 import pytest
 import torch
 
-from pipelines import export as export_module
 from pipelines.bundle import Bundle, preprocessing_hash, sha256_file, write_bundle
-from pipelines.cli import main
 from pipelines.engine.onnx_engine import GraphOptimization, OrtSession, Precision
 from pipelines.engine.torch_engine import TorchEngine
 from pipelines.errors import CheckpointMismatchError, ExportParityError
-from pipelines.export import (
+from pipelines.model import export as export_module
+from pipelines.model.export import (
     ExportConfig,
     check_patch_parity,
     check_volume_parity,
@@ -32,6 +30,7 @@ from pipelines.export import (
     trace_to_onnx,
 )
 from pipelines.networks import build_network
+from tests.cli import Basira
 
 SMALL = {"channels": (4, 8, 8, 8)}
 ROI = (16, 16, 16)
@@ -200,24 +199,16 @@ def test_no_variant_is_kept_when_none_is_fast_enough(exported: Exported) -> None
     assert choice.precision == Precision.FP32 and choice.model == model
 
 
-def _run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["basira", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-        raise SystemExit(0)
-    return int(exited.value.code or 0)
-
-
 def test_export_command_writes_the_model_and_reports_parity(
+    basira: Basira,
     exported: Exported,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "model.onnx"
     args = ("export", "--bundle", str(exported.bundle_path), "--weights", str(exported.weights))
-    code = _run_main(monkeypatch, *args, "--out", str(out), "--no-variants")
+    code = basira(*args, "--out", str(out), "--no-variants")
     assert code == 0 and out.is_file()
     assert "patch parity max |diff|" in capsys.readouterr().out
-    code = _run_main(monkeypatch, *args[:-1], str(tmp_path / "none.pt"), "--out", str(out))
+    code = basira(*args[:-1], str(tmp_path / "none.pt"), "--out", str(out))
     assert code == 3 and "error[input.not_found]" in capsys.readouterr().err

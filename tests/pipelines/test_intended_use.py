@@ -17,7 +17,7 @@ from pipelines.errors import (
     IntendedSliceThicknessError,
     OutOfIntendedUseError,
 )
-from pipelines.intended_use import check_intended_use, require_intended_use
+from pipelines.inference.intended_use import check_intended_use, require_intended_use
 from pipelines.volume import Provenance, Volume
 
 INTENDED = IntendedUse()  # CT, chest, 0.5-3 mm, >= 60 slices

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +15,14 @@ import pydicom
 import pytest
 
 from pipelines.bundle import load_bundle, sha256_file
-from pipelines.cli import main
+from pipelines.calibration import apply_calibration, load_calibration
 from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.index import index_inputs
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
 from pipelines.errors import ConfigError, ModelNotFoundError
-from pipelines.evaluation.calibrate import load_calibration
-from pipelines.evaluation.inference import apply_calibration
 from pipelines.findings import Finding
-from pipelines.predict import (
+from pipelines.inference.predict import (
     MAX_KEY_IMAGES,
     EngineChoice,
     LoadedModel,
@@ -36,6 +33,7 @@ from pipelines.predict import (
 )
 from pipelines.result import StudyResult, StudyStatus
 from pipelines.transforms import PreprocessConfig
+from tests.cli import Basira
 from tests.pipelines.releases import make_release, small_bundle
 from tests.pipelines.test_intended_use import chest_hu
 from tests.pipelines.test_result import SCHEMA_FILE, schema_errors
@@ -89,30 +87,17 @@ class BrokenEngine:
         raise RuntimeError("simulated engine crash")
 
 
-def _basira(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["basira", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-        raise SystemExit(0)
-    return int(exited.value.code or 0)
-
-
 def _analyse(model: LoadedModel, inputs: Path, out: Path, formats=frozenset()) -> list[StudyResult]:
     index = index_inputs([inputs], workdir=out / "work")
     return list(StudyAnalysis(model, out, formats).run(index.studies))
 
 
 def test_predict_writes_a_schema_valid_result_with_the_model_identity(
-    release, tmp_path, monkeypatch
+    basira: Basira, release, tmp_path
 ):
     write_study(tmp_path / "in" / "a", "study-a")
     out = tmp_path / "out"
-    assert (
-        _basira(
-            monkeypatch, "predict", str(tmp_path / "in"), "--out", str(out), "--model", str(release)
-        )
-        == 0
-    )
+    assert basira("predict", str(tmp_path / "in"), "--out", str(out), "--model", str(release)) == 0
     (path,) = out.glob("*.json")
     data = json.loads(path.read_text())
     schema = json.loads(SCHEMA_FILE.read_text())
@@ -169,16 +154,16 @@ def _predict_args(tmp_path: Path, release: Path) -> list[str]:
     ]
 
 
-def test_folder_without_dicom_exits_3(release, tmp_path, monkeypatch, capsys):
+def test_folder_without_dicom_exits_3(basira: Basira, release, tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("not an image")
-    code = _basira(monkeypatch, *_predict_args(tmp_path, release))
+    code = basira(*_predict_args(tmp_path, release))
     assert code == 3
     assert "error[input.no_dicom]" in capsys.readouterr().err
 
 
 def test_providers_choose_how_onnx_runtime_runs_and_an_absent_one_is_refused(
-    release, tmp_path, monkeypatch, capsys
+    basira: Basira, release, tmp_path, capsys
 ):
     write_study(tmp_path / "in" / "a", "study-a")
     only_mlas = EngineChoice(threads=1, providers=["CPUExecutionProvider"])
@@ -186,27 +171,26 @@ def test_providers_choose_how_onnx_runtime_runs_and_an_absent_one_is_refused(
     with pytest.raises(ConfigError, match="torch engine has none"):
         load_model(release, EngineChoice(kind="torch", providers=["CPUExecutionProvider"]))
     args = _predict_args(tmp_path, release)
-    assert _basira(monkeypatch, *args, "--providers", "CPUExecutionProvider") == 0
+    assert basira(*args, "--providers", "CPUExecutionProvider") == 0
     assert len(list((tmp_path / "out").glob("*.json"))) == 1
     capsys.readouterr()
-    assert _basira(monkeypatch, *args, "--providers", "NoSuchExecutionProvider") == 3
+    assert basira(*args, "--providers", "NoSuchExecutionProvider") == 3
     err = capsys.readouterr().err
     assert "error[config.invalid]" in err and "NoSuchExecutionProvider" in err
-    assert _basira(monkeypatch, *args, "--providers", " , ") == 2
+    assert basira(*args, "--providers", " , ") == 2
 
 
-def test_unknown_format_is_a_usage_error(tmp_path, monkeypatch, capsys):
+def test_unknown_format_is_a_usage_error(basira: Basira, tmp_path, capsys):
     args = ["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--format", "json,pdf"]
-    assert _basira(monkeypatch, *args) == 2
+    assert basira(*args) == 2
     assert "pdf" in capsys.readouterr().err
 
 
-def test_missing_release_is_model_not_found(tmp_path, monkeypatch, capsys):
+def test_missing_release_is_model_not_found(basira: Basira, tmp_path, capsys):
     write_study(tmp_path / "in", "no-model", shape=(2, 4, 4))
     with pytest.raises(ModelNotFoundError):
         load_model(tmp_path / "nowhere")
-    code = _basira(
-        monkeypatch,
+    code = basira(
         "predict",
         str(tmp_path / "in"),
         "--out",

@@ -19,11 +19,11 @@ import highdicom as hd
 import numpy as np
 import pytest
 
-from pipelines import predict as predict_module
 from pipelines.bundle import load_bundle
 from pipelines.dicom.index import index_inputs
-from pipelines.dicom.volume import read_series_volume
-from pipelines.predict import LoadedModel, StudyAnalysis, load_model
+from pipelines.dicom.read import read_series_volume
+from pipelines.inference import predict as predict_module
+from pipelines.inference.predict import LoadedModel, StudyAnalysis, load_model
 from pipelines.reports import writer as writer_module
 from pipelines.result import StudyResult, StudyStatus
 from pipelines.transforms import PreprocessConfig, label_to_source, preprocess_volume
@@ -33,7 +33,6 @@ from tests.pipelines.reports.tamper import move_sr_points
 from tests.pipelines.test_intended_use import chest_hu
 from tests.pipelines.test_predict import (  # noqa: F401 - release: the fixture
     BrokenEngine,
-    _basira,
     release,
 )
 
@@ -246,6 +245,7 @@ def test_a_series_narrower_than_one_model_voxel_is_not_analysable_with_a_code(
 
 
 def test_the_cli_shows_a_failed_study_as_its_code_and_error_id_never_the_exception(
+    basira,
     release,  # noqa: F811 - the fixture
     tmp_path,
     monkeypatch,
@@ -261,7 +261,7 @@ def test_the_cli_shows_a_failed_study_as_its_code_and_error_id_never_the_excepti
 
     monkeypatch.setattr(predict_module, "preprocess_volume", crash)
     args = ["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out")]
-    code = _basira(monkeypatch, *args, "--model", str(release), "--format", "json,seg,sr,fhir")
+    code = basira(*args, "--model", str(release), "--format", "json,seg,sr,fhir")
     err = capsys.readouterr().err
     assert code == 1, err
     assert "failed [predict.failed] The analysis stopped on an unexpected error of ours" in err

@@ -23,8 +23,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from pipelines.dicom.index import index_inputs
-from pipelines.dicom.volume import read_series_volume
-from pipelines.predict import LoadedModel, StudyAnalysis, load_model
+from pipelines.dicom.read import read_series_volume
+from pipelines.inference.predict import LoadedModel, StudyAnalysis, load_model
 from pipelines.result import StudyStatus
 from pipelines.transforms import PreprocessConfig
 from tests import reason_ledger

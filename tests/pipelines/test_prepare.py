@@ -11,14 +11,14 @@ import pytest
 from pipelines.datasets.adapters import Layout, import_dataset
 from pipelines.datasets.commands import prepare_command
 from pipelines.datasets.manifest import read_manifest
-from pipelines.errors import ConfigError, PrepareFailedError
-from pipelines.prepare import (
+from pipelines.datasets.prepare import (
     PrepareConfig,
     PreparedIndex,
     load_prepare_config,
     load_prepared_case,
     prepare_manifest,
 )
+from pipelines.errors import ConfigError, PrepareFailedError
 from pipelines.transforms import PreprocessConfig
 from tests.pipelines.datasets.layouts import (
     LUNA_UIDS,

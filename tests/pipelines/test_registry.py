@@ -7,19 +7,18 @@ registers under its own model name so the tests stay independent.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines.bundle import write_bundle
-from pipelines.cli import main
-from pipelines.registry import (
+from pipelines.model.registry import (
     ModelMetrics,
     PromotionGate,
     client,
     compare_metrics,
 )
+from tests.cli import Basira
 from tests.pipelines.training.conftest import tiny_bundle
 
 TEST_DATA = "a" * 64
@@ -28,14 +27,6 @@ TEST_DATA = "a" * 64
 @pytest.fixture(scope="module")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
-
-
-def _basira(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["basira", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-        raise SystemExit(0)
-    return int(exited.value.code or 0)
 
 
 def _candidate(
@@ -64,12 +55,12 @@ def _candidate(
     ]
 
 
-def _register(monkeypatch: pytest.MonkeyPatch, uri: str, args: list[str]) -> None:
-    assert _basira(monkeypatch, "models", "register", *args, "--tracking-uri", uri) == 0
+def _register(basira: Basira, uri: str, args: list[str]) -> None:
+    assert basira("models", "register", *args, "--tracking-uri", uri) == 0
 
 
-def _promote(monkeypatch: pytest.MonkeyPatch, uri: str, *args: str) -> int:
-    return _basira(monkeypatch, "models", "promote", *args, "--tracking-uri", uri)
+def _promote(basira: Basira, uri: str, *args: str) -> int:
+    return basira("models", "promote", *args, "--tracking-uri", uri)
 
 
 def _production(uri: str, name: str) -> str:
@@ -79,15 +70,15 @@ def _production(uri: str, name: str) -> str:
 def test_register_logs_files_and_list_shows_metrics_and_alias(
     tracking_uri: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    basira: Basira,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _register(monkeypatch, tracking_uri, _candidate(tmp_path, "listed", 0.9, 0.97, 0.03))
+    _register(basira, tracking_uri, _candidate(tmp_path, "listed", 0.9, 0.97, 0.03))
     assert "registered listed version 1" in capsys.readouterr().out
-    assert _promote(monkeypatch, tracking_uri, "listed", "1") == 0
+    assert _promote(basira, tracking_uri, "listed", "1") == 0
     assert "first promotion" in capsys.readouterr().out
 
-    assert _basira(monkeypatch, "models", "list", "--tracking-uri", tracking_uri) == 0
+    assert basira("models", "list", "--tracking-uri", tracking_uri) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("listed"))
     assert line.split()[:6] == ["listed", "1", "production", "0.900", "0.970", "0.030"]
     assert TEST_DATA[:12] in line
@@ -104,15 +95,15 @@ def test_register_logs_files_and_list_shows_metrics_and_alias(
 def test_promotion_gate_refuses_a_worse_candidate_saying_by_how_much(
     tracking_uri: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    basira: Basira,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _register(monkeypatch, tracking_uri, _candidate(tmp_path, "gated", 0.85, 0.95, 0.04))
-    assert _promote(monkeypatch, tracking_uri, "gated", "1") == 0
-    _register(monkeypatch, tracking_uri, _candidate(tmp_path, "gated", 0.80, 0.955, 0.07))
+    _register(basira, tracking_uri, _candidate(tmp_path, "gated", 0.85, 0.95, 0.04))
+    assert _promote(basira, tracking_uri, "gated", "1") == 0
+    _register(basira, tracking_uri, _candidate(tmp_path, "gated", 0.80, 0.955, 0.07))
     capsys.readouterr()
 
-    assert _promote(monkeypatch, tracking_uri, "gated", "2") == 3
+    assert _promote(basira, tracking_uri, "gated", "2") == 3
     error = capsys.readouterr().err
     assert error.startswith("error[registry.promotion_refused]:")
     assert "CPM 0.8000 vs 0.8500 (-0.0500, tolerance 0.0100)" in error
@@ -120,19 +111,19 @@ def test_promotion_gate_refuses_a_worse_candidate_saying_by_how_much(
     assert "AUC" not in error  # better, so not a reason
     assert _production(tracking_uri, "gated") == "1"
 
-    _register(monkeypatch, tracking_uri, _candidate(tmp_path, "gated", 0.86, 0.945, 0.045))
-    assert _promote(monkeypatch, tracking_uri, "gated", "3") == 0  # within the tolerance
+    _register(basira, tracking_uri, _candidate(tmp_path, "gated", 0.86, 0.945, 0.045))
+    assert _promote(basira, tracking_uri, "gated", "3") == 0  # within the tolerance
     assert "now production (was 1)" in capsys.readouterr().out
     assert _production(tracking_uri, "gated") == "3"
 
 
 def test_force_promotes_a_worse_candidate_and_records_it(
-    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tracking_uri: str, tmp_path: Path, basira: Basira
 ) -> None:
-    _register(monkeypatch, tracking_uri, _candidate(tmp_path, "forced", 0.9, 0.97, 0.03))
-    assert _promote(monkeypatch, tracking_uri, "forced", "1") == 0
-    _register(monkeypatch, tracking_uri, _candidate(tmp_path, "forced", 0.5, 0.6, 0.2))
-    assert _promote(monkeypatch, tracking_uri, "forced", "2", "--force") == 0
+    _register(basira, tracking_uri, _candidate(tmp_path, "forced", 0.9, 0.97, 0.03))
+    assert _promote(basira, tracking_uri, "forced", "1") == 0
+    _register(basira, tracking_uri, _candidate(tmp_path, "forced", 0.5, 0.6, 0.2))
+    assert _promote(basira, tracking_uri, "forced", "2", "--force") == 0
     assert _production(tracking_uri, "forced") == "2"
     tags = client(tracking_uri).get_model_version("forced", "2").tags
     assert tags["promotion_forced"] == "true" and tags["promoted_from"] == "1"
@@ -141,23 +132,23 @@ def test_force_promotes_a_worse_candidate_and_records_it(
 def test_candidate_evaluated_on_other_test_data_is_refused(
     tracking_uri: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    basira: Basira,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _register(monkeypatch, tracking_uri, _candidate(tmp_path, "locked", 0.8, 0.9, 0.05))
-    assert _promote(monkeypatch, tracking_uri, "locked", "1") == 0
+    _register(basira, tracking_uri, _candidate(tmp_path, "locked", 0.8, 0.9, 0.05))
+    assert _promote(basira, tracking_uri, "locked", "1") == 0
     better_elsewhere = _candidate(tmp_path, "locked", 0.99, 0.99, 0.01, test_data="b" * 64)
-    _register(monkeypatch, tracking_uri, better_elsewhere)
+    _register(basira, tracking_uri, better_elsewhere)
     capsys.readouterr()
-    assert _promote(monkeypatch, tracking_uri, "locked", "2") == 3
+    assert _promote(basira, tracking_uri, "locked", "2") == 3
     assert _error_line(capsys).startswith("error[registry.test_data_mismatch]:")
     assert _production(tracking_uri, "locked") == "1"
 
 
 def test_unknown_version_is_model_not_found(
-    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tracking_uri: str, basira: Basira, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _promote(monkeypatch, tracking_uri, "nobody", "7") == 3
+    assert _promote(basira, tracking_uri, "nobody", "7") == 3
     assert _error_line(capsys).startswith("error[registry.model_not_found]:")
 
 
@@ -171,7 +162,7 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_metrics_without_auc_are_incomplete(
     tracking_uri: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    basira: Basira,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = _candidate(tmp_path, "incomplete", 0.9, 0.9, 0.05)
@@ -179,7 +170,7 @@ def test_metrics_without_auc_are_incomplete(
     metrics = json.loads(metrics_path.read_text())
     metrics["study"]["auc"]["value"] = None  # a test split with one class
     metrics_path.write_text(json.dumps(metrics))
-    code = _basira(monkeypatch, "models", "register", *args, "--tracking-uri", tracking_uri)
+    code = basira("models", "register", *args, "--tracking-uri", tracking_uri)
     assert code == 3
     error = capsys.readouterr().err
     assert error.startswith("error[registry.incomplete_metrics]:") and "auc" in error

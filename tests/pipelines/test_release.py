@@ -13,8 +13,8 @@ import torch
 
 from pipelines.bundle import sha256_file
 from pipelines.errors import ExportParityError, InputNotFoundError, ModelIntegrityError
-from pipelines.export import ExportConfig
-from pipelines.release import package_release, verify_release
+from pipelines.model.export import ExportConfig
+from pipelines.model.release import package_release, verify_release
 from tests.pipelines.releases import NO_VARIANTS, calibrated_run, small_bundle, write_metrics
 
 

@@ -7,7 +7,6 @@ import io
 import os
 import socket
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from serving.db import Database
 from serving.models import KeyRole
 from serving.settings import Settings
 from serving.tenants import create_tenant, get_tenant, issue_key
+from tests.cli import BASIRA, Basira
 from tests.pipelines.releases import make_release, small_bundle
 from tests.pipelines.test_predict import write_study
 from tests.serving.postgres import SKIP_MESSAGE, postgres_base_url, private_schema
@@ -108,10 +108,6 @@ def zip_of(paths: list[Path], *, names: list[str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-#: The console script of this environment (what an operator runs).
-BASIRA = str(Path(sys.executable).with_name("basira"))
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -172,14 +168,7 @@ class RunningService:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``basira ARGS`` against this service's database."""
-        return subprocess.run(
-            [BASIRA, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return Basira().run(*args, env=self.env, timeout=120)
 
     def create_tenant(self, name: str, *extra: str) -> Tenant:
         done = self.cli("tenants", "create", name, *extra)

@@ -20,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from serving.db import Base, Database
+from serving.db import Database
+from serving.orm import Base
 
 __all__ = [
     "LOCAL_POSTGRES_URL",

@@ -35,7 +35,6 @@ from pynetdicom.association import Association
 from sqlalchemy import func, select
 
 from pipelines.dicom.write_ct import ENCODERS
-from pipelines.errors import UnknownAETitleError
 from serving.app import create_app
 from serving.audit import list_events
 from serving.dimse import (
@@ -45,6 +44,7 @@ from serving.dimse import (
     start_dicom_listener,
     status_for,
 )
+from serving.errors import UnknownAETitleError
 from serving.models import Instance
 from serving.services import Services
 from serving.settings import Settings

@@ -8,6 +8,8 @@ named.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -18,10 +20,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
+from pipelines.result import StudyStatus
 from serving import jobs
 from serving.app import create_app
-from serving.db import Database, utcnow
+from serving.db import Database
 from serving.models import Job, JobStatus, Study
+from serving.orm import Base, utcnow
 from serving.settings import Settings
 from serving.tenants import create_tenant
 from tests.serving.conftest import make_tenant, multipart_files
@@ -129,6 +133,35 @@ def _start_together(fresh: AbstractContextManager[str]) -> None:
         assert queue_studies(databases[0], 1)  # the tables are there and usable
         for db in databases:
             db.dispose()
+
+
+@pytest.mark.parametrize("first", ["serving.models", "serving.ui.models", "serving.db"])
+def test_the_schema_has_every_table_whichever_module_is_imported_first(first: str) -> None:
+    """The service's and the UI's tables are created together, in a fresh interpreter that
+    imported one table module before the database."""
+    script = (
+        f"import {first}\n"
+        "from sqlalchemy import inspect\n"
+        "from serving.db import Database\n"
+        "db = Database('sqlite://')\n"
+        "db.create_schema()\n"
+        "print(*sorted(inspect(db.engine).get_table_names()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == sorted(Base.metadata.tables)
+    assert {"tenants", "jobs", "users", "reviews"} <= set(done.stdout.split())
+
+
+def test_a_job_ends_with_the_status_its_studys_analysis_ended_with() -> None:
+    for status in StudyStatus:
+        ended = JobStatus.ended(status)
+        assert ended.terminal and ended.value == status.value
+    assert [status for status in JobStatus if not status.terminal] == [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+    ]
 
 
 def test_two_workers_claiming_at_once_never_get_the_same_job(database_url: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.errors import MalformedMultipartError, TooManyPartsError, UnsupportedMediaTypeError
+from serving.errors import MalformedMultipartError, TooManyPartsError, UnsupportedMediaTypeError
 from serving.multipart import Part, spool_multipart
 
 BOUNDARY = "b0undary"

@@ -31,8 +31,9 @@ from sqlalchemy import select
 from serving.db import Database
 from serving.models import AuditEvent, Instance, Job, JobStatus, Study
 from tests import reason_ledger
+from tests.cli import BASIRA
 from tests.pipelines.test_predict import write_study
-from tests.serving.conftest import BASIRA, RunningService, Tenant, free_port, service_env
+from tests.serving.conftest import RunningService, Tenant, free_port, service_env
 from tests.serving.postgres import empty_tables
 from tests.serving.test_dicomweb import STOW_TYPE, dicom_parts, related_body
 

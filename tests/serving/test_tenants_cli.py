@@ -9,7 +9,8 @@ import subprocess
 from fastapi.testclient import TestClient
 
 from serving.settings import Settings
-from tests.serving.conftest import BASIRA, Tenant
+from tests.cli import Basira
+from tests.serving.conftest import Tenant
 
 NO_JOB = "/v1/jobs/00000000-0000-0000-0000-000000000000"
 
@@ -18,9 +19,7 @@ def run_basira(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
     """``basira ARGS`` with the environment pointing at ``settings``' data folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASIRA_")}
     env["BASIRA_DATA_DIR"] = str(settings.data_dir)
-    return subprocess.run(
-        [BASIRA, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return Basira().run(*args, env=env, timeout=120)
 
 
 def printed_key(done: subprocess.CompletedProcess[str]) -> str:

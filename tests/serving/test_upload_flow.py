@@ -8,8 +8,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from serving import jobs
-from serving.db import utcnow
 from serving.models import Job, JobStatus
+from serving.orm import utcnow
 from serving.settings import Settings
 from serving.worker import Worker
 from tests.serving.conftest import Tenant, multipart_files

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from pipelines.dicom.deidentify import Pseudonymiser, deidentify_file
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from pipelines.errors import NotDicomError
 from tests.pipelines.dicom.conftest import SeriesFactory
 

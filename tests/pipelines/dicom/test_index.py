@@ -9,8 +9,8 @@ import pytest
 
 from pipelines.dicom.geometry import GeometryTolerances, stack_slices
 from pipelines.dicom.index import SeriesEntry, index_inputs
+from pipelines.dicom.read import ReadPolicy, read_series_volume
 from pipelines.dicom.selection import SelectionRules, series_placements
-from pipelines.dicom.volume import ReadPolicy, read_series_volume
 from pipelines.errors import MissingSlicesError
 
 

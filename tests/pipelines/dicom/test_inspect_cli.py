@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
+from tests.cli import Basira
 from tests.pipelines.dicom.conftest import PYDICOM_FILES
 
 
-def _basira(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from pipelines.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def test_inspect_json_lists_series_verdicts_and_refused_files(make_series, tmp_path):
+def test_inspect_json_lists_series_verdicts_and_refused_files(
+    basira: Basira, make_series, tmp_path
+):
     paths = make_series()
     (tmp_path / "junk.txt").write_text("not dicom")
-    result = _basira(
+    result = basira.run(
         "inspect",
         "--json",
         str(paths[0].parent),
@@ -48,36 +39,38 @@ def test_inspect_json_lists_series_verdicts_and_refused_files(make_series, tmp_p
     ]
 
 
-def test_inspect_table_names_the_verdict(make_series):
-    result = _basira("inspect", str(make_series()[0].parent))
+def test_inspect_table_names_the_verdict(basira, make_series):
+    result = basira.run("inspect", str(make_series()[0].parent))
     assert result.returncode == 0
     assert "selected" in result.stdout and "CT" in result.stdout
 
 
-def test_inspect_with_nothing_readable_exits_3_with_one_line(tmp_path):
+def test_inspect_with_nothing_readable_exits_3_with_one_line(basira, tmp_path):
     (tmp_path / "a.txt").write_text("hello")
-    result = _basira("inspect", str(tmp_path))
+    result = basira.run("inspect", str(tmp_path))
     assert result.returncode == 3
     assert result.stderr.startswith("error[input.no_dicom]: ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
 
 
-def test_inspect_missing_path_exits_3(tmp_path):
-    result = _basira("inspect", str(tmp_path / "nope"))
+def test_inspect_missing_path_exits_3(basira, tmp_path):
+    result = basira.run("inspect", str(tmp_path / "nope"))
     assert result.returncode == 3
     assert result.stderr.strip() == f"error[input.not_found]: {tmp_path / 'nope'} does not exist."
 
 
-def test_inspect_unsafe_archive_exits_3_with_code(tmp_path):
+def test_inspect_unsafe_archive_exits_3_with_code(basira, tmp_path):
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../../etc/cron.d/x", b"x")
-    result = _basira("inspect", str(archive))
+    result = basira.run("inspect", str(archive))
     assert result.returncode == 3
     assert result.stderr.startswith("error[archive.unsafe_path]: ")
     assert not Path("/etc/cron.d/x").exists()
 
 
-def test_inspect_usage_error_exits_2():
-    assert _basira("inspect").returncode == 2
+def test_inspect_usage_error_exits_2(
+    basira: Basira,
+):
+    assert basira.run("inspect").returncode == 2

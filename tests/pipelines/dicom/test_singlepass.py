@@ -13,9 +13,9 @@ import pydicom
 import pytest
 
 from pipelines.dicom.index import index_inputs
+from pipelines.dicom.read import ReadPolicy, read_series_volume
 from pipelines.dicom.selection import SelectionRules
 from pipelines.dicom.singlepass import PrefilledVolume, read_folder_once
-from pipelines.dicom.volume import ReadPolicy, read_series_volume
 from pipelines.errors import InputNotFoundError
 from pipelines.volume import Volume
 from tests.pipelines.dicom.conftest import ramp_volume

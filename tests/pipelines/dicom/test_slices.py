@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.dicom.read import read_series_volume
 from pipelines.dicom.slices import read_series_layout, read_slice_hu
-from pipelines.dicom.volume import read_series_volume
 from pipelines.errors import MixedSeriesError, NoDicomFoundError, SliceOutOfRangeError
 from tests.pipelines.dicom.conftest import SeriesFactory
 

@@ -15,7 +15,7 @@ from pipelines.dicom.geometry import GeometryTolerances
 from pipelines.dicom.header import parse_header
 from pipelines.dicom.parallel import MIN_FRAMES_FOR_PROCESSES
 from pipelines.dicom.pixels import decoder_available, read_stored_frames
-from pipelines.dicom.volume import ReadPolicy, read_series_volume
+from pipelines.dicom.read import ReadPolicy, read_series_volume
 from pipelines.errors import (
     DuplicateSlicesError,
     GantryTiltError,
@@ -307,7 +307,7 @@ def test_script_without_main_guard_still_reads_compressed_series(make_series, tm
     script = tmp_path / "unguarded.py"
     script.write_text(
         "from pathlib import Path\n"
-        "from pipelines.dicom.volume import ReadPolicy, read_series_volume\n"
+        "from pipelines.dicom.read import ReadPolicy, read_series_volume\n"
         f"volume = read_series_volume(Path({str(paths[0].parent)!r}), ReadPolicy(workers=2))\n"
         "print(volume.array_hu.shape)\n"
     )

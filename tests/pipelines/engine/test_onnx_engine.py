@@ -27,7 +27,7 @@ from pipelines.engine.onnx_engine import (
 )
 from pipelines.engine.torch_engine import TorchEngine
 from pipelines.errors import ConfigError, ModelMismatchError, ModelUnreadableError
-from pipelines.export import ExportConfig, export_model
+from pipelines.model.export import ExportConfig, export_model
 from pipelines.networks import build_network
 
 SMALL = {"channels": (4, 8, 8, 8)}

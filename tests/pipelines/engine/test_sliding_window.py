@@ -21,7 +21,7 @@ from pipelines.engine.sliding_window import (
     window_starts,
 )
 from pipelines.findings import Finding, extract_findings
-from pipelines.release import verify_release
+from pipelines.model.release import verify_release
 from pipelines.synth.config import Attachment, SynthConfig
 from pipelines.synth.study import generate_study
 from pipelines.transforms import LungCropConfig, PreprocessConfig, preprocess_volume, window

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 from scipy import special
 
+from pipelines.calibration import IsotonicCalibrator, TemperatureCalibrator, calibrator_from_dict
 from pipelines.datasets.manifest import Lesion
 from pipelines.errors import ConfigError, MissingClassError
 from pipelines.evaluation.calibrate import choose_findings_threshold
 from pipelines.evaluation.calibration import (
-    IsotonicCalibrator,
-    TemperatureCalibrator,
-    calibrator_from_dict,
     compute_brier,
     compute_ece,
     compute_reliability,

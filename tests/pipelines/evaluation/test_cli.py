@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +18,23 @@ import torch
 import yaml
 
 from pipelines.bundle import load_bundle, write_bundle
-from pipelines.cli import main
+from pipelines.calibration import CALIBRATION_FILE, BundleCalibration
 from pipelines.datasets.manifest import Split
-from pipelines.evaluation import compute_froc
-from pipelines.evaluation.calibrate import CALIBRATION_FILE, BundleCalibration
+from pipelines.datasets.prepare import (
+    PrepareConfig,
+    PreparedIndex,
+    load_prepared_case,
+    prepare_manifest,
+)
 from pipelines.evaluation.commands import calibrate_command
+from pipelines.evaluation.froc import compute_froc
 from pipelines.evaluation.inference import split_data_hash
 from pipelines.evaluation.predictions import read_predictions
 from pipelines.networks import build_network
-from pipelines.prepare import PrepareConfig, PreparedIndex, load_prepared_case, prepare_manifest
 from pipelines.synth.config import SynthConfig
 from pipelines.synth.dataset import generate_dataset
 from pipelines.transforms import PreprocessConfig
+from tests.cli import Basira
 from tests.pipelines.training.conftest import tiny_bundle
 
 PREPROCESS = PreprocessConfig(target_spacing_mm=(4.0, 4.0, 4.0))
@@ -104,26 +107,6 @@ def truth_engine(data: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(runs, "load_engine", lambda *_: TruthEngine(data["val"]))
 
 
-def _basira(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from pipelines.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=ENV,
-    )
-
-
-def _run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """``basira ARGS`` in this process; the exit code."""
-    monkeypatch.setattr(sys, "argv", ["basira", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-        raise SystemExit(0)
-    return int(exited.value.code or 0)
-
-
 def _calibrate(bundle_dir: Path, data_dir: Path, **options: object) -> None:
     calibrate_command(
         bundle=bundle_dir,
@@ -143,10 +126,10 @@ def _calibrate(bundle_dir: Path, data_dir: Path, **options: object) -> None:
 
 
 def test_evaluate_end_to_end_writes_metrics_consistent_with_predictions(
-    data: dict[str, Path], bundle_dir: Path, tmp_path: Path
+    basira: Basira, data: dict[str, Path], bundle_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
-    result = _basira(
+    result = basira.run(
         "evaluate",
         "--bundle",
         str(bundle_dir),
@@ -183,7 +166,7 @@ def test_evaluate_end_to_end_writes_metrics_consistent_with_predictions(
     assert metrics["data"]["sha256"] == split_data_hash(data["test"], index.cases)
     assert metrics["data"]["split"] == "test" and metrics["model"]["calibration_method"] is None
 
-    again = _basira(
+    again = basira.run(
         "evaluate",
         "--predictions",
         str(out / "predictions.json"),
@@ -245,26 +228,27 @@ def test_calibrate_sets_a_flow_style_findings_threshold_by_rewriting_the_bundle(
 
 @pytest.mark.parametrize("given", ["0.2,abc", "0,0.5", "1.5"])
 def test_calibrate_refuses_bad_findings_thresholds_as_usage(
-    data: dict[str, Path], bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, given: str
+    basira: Basira,
+    data: dict[str, Path],
+    bundle_dir: Path,
+    given: str,
 ) -> None:
     args = ["--bundle", str(bundle_dir), "--weights", str(bundle_dir / "weights.pt")]
-    code = _run_main(
-        monkeypatch, "calibrate", *args, "--data", str(data["val"]), "--findings-thresholds", given
-    )
+    code = basira("calibrate", *args, "--data", str(data["val"]), "--findings-thresholds", given)
     assert code == 2
 
 
 def test_evaluate_after_calibration_reports_confidences_at_the_operating_point(
+    basira: Basira,
     data: dict[str, Path],
     bundle_dir: Path,
     truth_engine: None,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _calibrate(bundle_dir, data["val"], method="isotonic")
     out = tmp_path / "report"
     args = ["--weights", str(bundle_dir / "weights.pt"), "--data", str(data["test"])]
-    code = _run_main(monkeypatch, "evaluate", "--bundle", str(bundle_dir), *args, "--out", str(out))
+    code = basira("evaluate", "--bundle", str(bundle_dir), *args, "--out", str(out))
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["calibration_method"] == "isotonic"
@@ -289,7 +273,7 @@ def test_calibrate_with_out_leaves_the_given_bundle_untouched(
 
 
 def test_calibrate_without_false_findings_raises_missing_class(
-    data: dict[str, Path], bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+    basira: Basira, data: dict[str, Path], bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipelines.evaluation import runs
 
@@ -298,8 +282,7 @@ def test_calibrate_without_false_findings_raises_missing_class(
             return np.where(self.labels[image_kji.tobytes()][0], 0.9, 0.0).astype(np.float32)
 
     monkeypatch.setattr(runs, "load_engine", lambda *_: PerfectEngine(data["val"]))
-    code = _run_main(
-        monkeypatch,
+    code = basira(
         "calibrate",
         "--bundle",
         str(bundle_dir / "bundle.yaml"),
@@ -322,9 +305,9 @@ def test_calibrate_without_false_findings_raises_missing_class(
     ],
 )
 def test_evaluate_refusals_are_one_line_with_a_code(
+    basira: Basira,
     data: dict[str, Path],
     bundle_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     change: dict[str, str | None],
     code: int,
@@ -340,5 +323,5 @@ def test_evaluate_refusals_are_one_line_with_a_code(
     for key, value in change.items():
         options[key] = value if value in (None, "val") else str(bundle_dir / value)
     args = [item for key, value in options.items() if value is not None for item in (key, value)]
-    assert _run_main(monkeypatch, "evaluate", *args) == code
+    assert basira("evaluate", *args) == code
     assert expected in capsys.readouterr().err

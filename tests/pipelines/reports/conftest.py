@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from pipelines.findings import Finding
 from pipelines.reports import AlgorithmInfo, AnalysedStudy, StudyConclusion, read_source_headers
 from pipelines.volume import Volume

@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import event, given, note
 from hypothesis import strategies as st
 
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from pipelines.errors import BasiraError
 from pipelines.findings import Finding
 from pipelines.reports import (

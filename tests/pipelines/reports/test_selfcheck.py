@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from pipelines.errors import OutputGeometryError
 from pipelines.reports import (
     AnalysedStudy,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from pipelines.bundle import Bundle
+from pipelines.datasets.prepare import PrepareConfig, PreparedIndex, prepare_manifest
 from pipelines.datasets.splits import SplitConfig
-from pipelines.prepare import PrepareConfig, PreparedIndex, prepare_manifest
 from pipelines.synth.config import SynthConfig
 from pipelines.synth.dataset import generate_dataset
 from pipelines.transforms import PreprocessConfig

@@ -11,21 +11,19 @@ import torch
 
 from pipelines.bundle import load_bundle
 from pipelines.datasets.manifest import Split
+from pipelines.datasets.prepare import (
+    PreparedIndex,
+    cases_of_split,
+    check_preprocess,
+    read_prepared_index,
+)
 from pipelines.errors import (
     ConfigError,
     EmptySplitError,
     InputNotFoundError,
     PreprocessMismatchError,
 )
-from pipelines.prepare import PreparedIndex
-from pipelines.training.data import (
-    PatchDataset,
-    build_train_transform,
-    check_preprocess,
-    patch_loader,
-    read_prepared_index,
-    split_cases,
-)
+from pipelines.training.data import PatchDataset, build_train_transform, patch_loader
 from pipelines.transforms import PreprocessConfig
 from tests.pipelines.training.conftest import tiny_bundle
 
@@ -62,7 +60,7 @@ def _epoch(dataset: PatchDataset, epoch: int) -> list[dict[str, torch.Tensor]]:
 
 def test_patches_depend_only_on_seed_epoch_and_case(prepared: tuple[Path, PreparedIndex]) -> None:
     data_dir, index = prepared
-    cases = split_cases(index, Split.TRAIN)
+    cases = cases_of_split(index, Split.TRAIN)
     first = PatchDataset(data_dir, cases, build_train_transform(tiny_bundle()), seed=5)
     second = PatchDataset(data_dir, cases, build_train_transform(tiny_bundle()), seed=5)
     second.set_epoch(1)
@@ -80,7 +78,7 @@ def test_loader_batches_cases_times_patches(prepared: tuple[Path, PreparedIndex]
     data_dir, index = prepared
     bundle = tiny_bundle(batch_size=2, patches_per_case=3)
     dataset = PatchDataset(
-        data_dir, split_cases(index, Split.TRAIN), build_train_transform(bundle), seed=0
+        data_dir, cases_of_split(index, Split.TRAIN), build_train_transform(bundle), seed=0
     )
     loader, sampler = patch_loader(dataset, 2, rank=0, world_size=1, workers=0)
     sampler.set_epoch(0)
@@ -97,13 +95,13 @@ def test_cache_prepared_with_other_preprocessing_raises_preprocess_mismatch(
         update={"preprocess": PreprocessConfig(target_spacing_mm=(1.0, 1.0, 1.5))}
     )
     with pytest.raises(PreprocessMismatchError, match="target_spacing_mm") as info:
-        check_preprocess(index, bundle)
+        check_preprocess(index, bundle.preprocess, bundle.name)
     assert info.value.code == "dataset.preprocess_mismatch"
 
 
 def test_split_without_cases_raises_empty_split(prepared: tuple[Path, PreparedIndex]) -> None:
     with pytest.raises(EmptySplitError) as info:
-        split_cases(prepared[1], Split.TEST)
+        cases_of_split(prepared[1], Split.TEST)
     assert info.value.code == "dataset.empty_split"
 
 
@@ -120,7 +118,10 @@ def test_worker_processes_give_the_same_batches(prepared: tuple[Path, PreparedIn
     batches = []
     for workers in (0, 1):
         dataset = PatchDataset(
-            data_dir, split_cases(index, Split.TRAIN), build_train_transform(tiny_bundle()), seed=0
+            data_dir,
+            cases_of_split(index, Split.TRAIN),
+            build_train_transform(tiny_bundle()),
+            seed=0,
         )
         loader, sampler = patch_loader(dataset, 1, rank=0, world_size=1, workers=workers)
         sampler.set_epoch(1)
@@ -150,7 +151,7 @@ def test_cases_held_in_memory_give_the_same_patches_as_cases_read_back(
     prepared: tuple[Path, PreparedIndex],
 ) -> None:
     data_dir, index = prepared
-    cases = split_cases(index, Split.TRAIN)
+    cases = cases_of_split(index, Split.TRAIN)
     bundle = tiny_bundle(patches_per_case=4)
     read = PatchDataset(data_dir, cases, build_train_transform(bundle), 3, bundle.patch_size_kji)
     held = PatchDataset(data_dir, cases, build_train_transform(bundle), 3, bundle.patch_size_kji)

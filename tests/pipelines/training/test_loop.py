@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from pipelines.bundle import Bundle
+from pipelines.datasets.prepare import PreparedIndex
 from pipelines.errors import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
     DeviceUnavailableError,
 )
-from pipelines.prepare import PreparedIndex
 from pipelines.training.checkpoint import BEST_WEIGHTS_NAME, CHECKPOINT_NAME
 from pipelines.training.loop import TrainOptions, TrainResult, train
 from tests.pipelines.training.conftest import tiny_bundle

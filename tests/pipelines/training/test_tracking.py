@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.bundle import flatten_bundle
-from pipelines.prepare import PreparedIndex
-from pipelines.tracking import (
+from pipelines.datasets.prepare import PreparedIndex
+from pipelines.model.tracking import (
     DEFAULT_TRACKING_URI,
     MlflowTracker,
     data_version,

@@ -11,30 +11,20 @@ from pathlib import Path
 import pytest
 
 from pipelines.bundle import write_bundle
-from pipelines.prepare import PreparedIndex
+from pipelines.datasets.prepare import PreparedIndex
+from tests.cli import Basira
 from tests.pipelines.training.conftest import tiny_bundle
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _basira(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from pipelines.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=ENV,
-    )
-
-
 def test_bad_bundle_exits_3_with_one_line_naming_the_field(
-    prepared: tuple[Path, PreparedIndex], tmp_path: Path
+    basira: Basira, prepared: tuple[Path, PreparedIndex], tmp_path: Path
 ) -> None:
     bundle = tmp_path / "bundle.yaml"
     bundle.write_text("name: x\nversion: '1'\ntraining: {lr: 0}\n")
-    result = _basira(
+    result = basira.run(
         "train", "--bundle", str(bundle), "--data", str(prepared[0]), "--out", str(tmp_path)
     )
     assert result.returncode == 3
@@ -43,10 +33,10 @@ def test_bad_bundle_exits_3_with_one_line_naming_the_field(
 
 
 def test_resume_without_checkpoint_exits_3(
-    prepared: tuple[Path, PreparedIndex], tmp_path: Path
+    basira: Basira, prepared: tuple[Path, PreparedIndex], tmp_path: Path
 ) -> None:
     write_bundle(tiny_bundle(), tmp_path / "bundle.yaml")
-    result = _basira(
+    result = basira.run(
         "train",
         "--bundle",
         str(tmp_path / "bundle.yaml"),

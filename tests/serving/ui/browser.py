@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from tests.serving.conftest import RunningService, Tenant, multipart_files
 
 CHROMIUM = Path("/usr/bin/chromium")

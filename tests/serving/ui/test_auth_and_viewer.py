@@ -91,6 +91,47 @@ def test_logout_ends_the_session_server_side(ui_client: TestClient, analysed: An
     assert ui_client.get("/ui/api/worklist").status_code == 401
 
 
+def test_forms_need_a_session_then_its_csrf_token(
+    ui_client: TestClient, ui_settings: Settings
+) -> None:
+    """Every form POST: a malformed form is refused first (422); without a live session the
+    browser is sent to sign in, whatever token it sent; with one, a token not the session's is
+    refused (403) and nothing is done."""
+    forms = {"/ui/logout": {}, "/ui/locale": {"locale": "fr", "back": "/ui/studies/1.2.3"}}
+    for path, fields in forms.items():
+        signed_out = ui_client.post(
+            path, data={**fields, "csrf_token": "forged"}, follow_redirects=False
+        )
+        assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/ui/login")
+        assert ui_client.post(path, data=fields).status_code == 422
+    viewer = ui_client.get("/ui/studies/1.2.3", follow_redirects=False)
+    assert (viewer.status_code, viewer.headers["location"]) == (303, "/ui/login")
+
+    hospital = make_tenant(ui_settings, "Hôpital Ibn Sina")
+    add_user(ui_settings, hospital.name, "rad", Role.RADIOLOGIST)
+    csrf = login(ui_client, hospital.name, "rad")
+    for path, fields in forms.items():
+        forged = ui_client.post(path, data={**fields, "csrf_token": "forged"})
+        assert (forged.status_code, forged.json()["code"]) == (403, "ui.csrf_failed")
+    assert '<html lang="en"' in ui_client.get("/ui/").text
+
+    switched = ui_client.post(
+        "/ui/locale", data={**forms["/ui/locale"], "csrf_token": csrf}, follow_redirects=False
+    )
+    assert (switched.status_code, switched.headers["location"]) == (303, "/ui/studies/1.2.3")
+    assert '<html lang="fr"' in ui_client.get("/ui/").text
+    out = ui_client.post("/ui/logout", data={"csrf_token": csrf}, follow_redirects=False)
+    assert (out.status_code, out.headers["location"]) == (303, "/ui/login")
+    assert ui_client.get("/ui/", follow_redirects=False).headers["location"] == "/ui/login"
+    db = Database(ui_settings.resolved_database_url)
+    with db.session() as session:
+        logouts = session.execute(
+            select(AuditEvent.actor, AuditEvent.outcome).where(AuditEvent.action == "ui.logout")
+        ).all()
+    db.dispose()
+    assert [tuple(row) for row in logouts] == [("user:rad", "ok")]
+
+
 def test_idle_session_expires(
     ui_settings: Settings, analysed: Analysed, ui_client: TestClient
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import stat
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +14,22 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.datasets.manifest import read_manifest
+from pipelines.datasets.prepare import PrepareConfig, prepare_manifest
 from pipelines.dicom.geometry import affine_from_dicom
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
-from pipelines.errors import KeyFileInsideOutputError, NoSignedReviewsError
-from pipelines.prepare import PrepareConfig, prepare_manifest
 from pipelines.transforms import PreprocessConfig
 from serving.audit import Auditor, list_events
-from serving.db import Database, utcnow
+from serving.db import Database
+from serving.errors import KeyFileInsideOutputError, NoSignedReviewsError
+from serving.orm import utcnow
 from serving.settings import Settings
 from serving.storage import InstanceStore
 from serving.ui.export import ExportRequest, export_feedback
+from tests.cli import Basira
 from tests.pipelines.test_intended_use import chest_hu
 from tests.pipelines.test_predict import SHAPE
-from tests.serving.conftest import BASIRA, service_env
+from tests.serving.conftest import service_env
 from tests.serving.ui.conftest import Analysed, login
 
 PATIENT = CTSeriesInfo(
@@ -56,13 +57,6 @@ def study_files(tmp_path: Path) -> list[Path]:
     return write_ct_series(chest_hu(SHAPE), affine, tmp_path / "identified", PATIENT)
 
 
-def _basira(settings: Settings, release: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = service_env(settings.data_dir, release, 0)
-    return subprocess.run(
-        [BASIRA, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def _sign_with_an_added_finding(client: TestClient, analysed: Analysed) -> list[float]:
     uid = analysed.study_uid
     csrf = login(client, analysed.hospital.name, "rad")
@@ -85,6 +79,7 @@ def _sign_with_an_added_finding(client: TestClient, analysed: Analysed) -> list[
 
 
 def test_cli_exports_a_signed_review_that_prepare_reads_with_the_key_apart(
+    basira: Basira,
     ui_client: TestClient,
     ui_settings: Settings,
     service_release: Path,
@@ -94,13 +89,24 @@ def test_cli_exports_a_signed_review_that_prepare_reads_with_the_key_apart(
 ) -> None:
     out, key = tmp_path / "feedback", tmp_path / "private" / "key.json"
     args = ("feedback", "export", "--out", str(out), "--key-file", str(key))
-    nothing = _basira(ui_settings, service_release, *args)
+    nothing = basira.run(*args, env=service_env(ui_settings.data_dir, service_release, 0))
     assert nothing.returncode == 3 and "error[feedback.no_signed_reviews]" in nothing.stderr
-    usage = _basira(ui_settings, service_release, "feedback", "export", "--out", str(out))
+    usage = basira.run(
+        "feedback",
+        "export",
+        "--out",
+        str(out),
+        env=service_env(ui_settings.data_dir, service_release, 0),
+    )
     assert usage.returncode == 2
 
     centre = _sign_with_an_added_finding(ui_client, analysed)
-    done = _basira(ui_settings, service_release, *args, "--tenant", analysed.hospital.name)
+    done = basira.run(
+        *args,
+        "--tenant",
+        analysed.hospital.name,
+        env=service_env(ui_settings.data_dir, service_release, 0),
+    )
     assert done.returncode == 0, done.stderr
 
     manifest = read_manifest(out / "manifest.json")

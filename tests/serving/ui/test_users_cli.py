@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from serving.settings import Settings
-from tests.serving.conftest import BASIRA, make_tenant, service_env
+from tests.cli import Basira
+from tests.serving.conftest import make_tenant, service_env
 from tests.serving.ui.conftest import login
 
 
-def _basira(
-    settings: Settings, release: Path, *args: str, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    env = service_env(settings.data_dir, release, 0)
-    return subprocess.run(
-        [BASIRA, *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_users_create_prints_a_generated_password_once_that_signs_in(
-    ui_client: TestClient, ui_settings: Settings, service_release: Path
+    basira: Basira, ui_client: TestClient, ui_settings: Settings, service_release: Path
 ) -> None:
     make_tenant(ui_settings, "Hôpital Ibn Sina")
-    done = _basira(ui_settings, service_release, "users", "create", "Hôpital Ibn Sina", "amina")
+    done = basira.run(
+        "users",
+        "create",
+        "Hôpital Ibn Sina",
+        "amina",
+        env=service_env(ui_settings.data_dir, service_release, 0),
+    )
     assert done.returncode == 0, done.stderr
     password = next(
         line.split(": ", 1)[1].strip()
@@ -42,13 +33,21 @@ def test_users_create_prints_a_generated_password_once_that_signs_in(
 
 
 def test_users_create_reads_the_password_from_stdin_and_refuses_a_duplicate(
-    ui_client: TestClient, ui_settings: Settings, service_release: Path
+    basira: Basira, ui_client: TestClient, ui_settings: Settings, service_release: Path
 ) -> None:
     make_tenant(ui_settings, "Hôpital Ibn Sina")
     args = ("users", "create", "Hôpital Ibn Sina", "karim", "--role", "admin", "--password-stdin")
-    done = _basira(ui_settings, service_release, *args, stdin="a long enough secret\n")
+    done = basira.run(
+        *args,
+        stdin="a long enough secret\n",
+        env=service_env(ui_settings.data_dir, service_release, 0),
+    )
     assert done.returncode == 0, done.stderr
     assert "password" not in done.stdout
-    again = _basira(ui_settings, service_release, *args, stdin="a long enough secret\n")
+    again = basira.run(
+        *args,
+        stdin="a long enough secret\n",
+        env=service_env(ui_settings.data_dir, service_release, 0),
+    )
     assert again.returncode == 3
     assert "error[user.exists]" in again.stderr + again.stdout

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from pipelines.dicom.volume import read_series_volume
+from pipelines.dicom.read import read_series_volume
 from serving.db import Database
 from serving.models import AuditEvent
 from serving.settings import Settings

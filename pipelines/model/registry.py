@@ -172,10 +172,11 @@ def compare_metrics(
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
-    """An MLflow client on ``tracking_uri`` (default as :mod:`pipelines.tracking` resolves)."""
+    """An MLflow client on ``tracking_uri`` (default as :mod:`pipelines.model.tracking` resolves
+    it)."""
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import resolve_tracking_uri
+    from pipelines.model.tracking import resolve_tracking_uri
 
     return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
 
@@ -274,7 +275,7 @@ def register_model(
             invalid bundle. IncompleteMetricsError: metrics.json lacks a gated value.
     """
     from pipelines.bundle import flatten_bundle, load_bundle
-    from pipelines.tracking import MlflowTracker, data_version
+    from pipelines.model.tracking import MlflowTracker, data_version
 
     bundle = load_bundle(bundle_dir / "bundle.yaml")
     if not weights.is_file():

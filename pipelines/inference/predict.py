@@ -38,9 +38,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from pipelines.bundle import BUNDLE_FILE, Bundle
+from pipelines.calibration import BundleCalibration, apply_calibration, load_calibration
 from pipelines.dicom.index import StudyEntry, index_inputs
+from pipelines.dicom.read import ReadPolicy, read_series_volume
 from pipelines.dicom.selection import Reason
-from pipelines.dicom.volume import ReadPolicy, read_series_volume
 from pipelines.engine import EngineKind, load_engine
 from pipelines.engine.base import Engine
 from pipelines.errors import (
@@ -51,11 +52,9 @@ from pipelines.errors import (
     PredictionFailedError,
     SeriesTooSmallError,
 )
-from pipelines.evaluation.calibrate import BundleCalibration, load_calibration
-from pipelines.evaluation.inference import apply_calibration
 from pipelines.findings import Finding, extract_findings_with_mask
-from pipelines.intended_use import IntendedUseLimits, check_intended_use
-from pipelines.release import ONNX_FILE, SUMS_FILE, WEIGHTS_FILE, verify_release
+from pipelines.inference.intended_use import IntendedUseLimits, check_intended_use
+from pipelines.model.release import ONNX_FILE, SUMS_FILE, WEIGHTS_FILE, verify_release
 from pipelines.reports import (
     AlgorithmInfo,
     AnalysedStudy,

@@ -23,15 +23,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.config import load_config, validate_config
 from pipelines.datasets.adapters.checks import relocate
 from pipelines.datasets.images import load_image, load_label
 from pipelines.datasets.lesions import rasterise_spheres
 from pipelines.datasets.manifest import Case, Manifest, Split, read_manifest, write_manifest
 from pipelines.datasets.splits import SplitConfig, assign_splits
-from pipelines.errors import BasiraError, ConfigError, InputNotFoundError
+from pipelines.errors import (
+    BasiraError,
+    EmptySplitError,
+    InputNotFoundError,
+    PreprocessMismatchError,
+)
 from pipelines.transforms import PreprocessConfig, preprocess_label, preprocess_volume
 
 PREPARED_SCHEMA_VERSION = "1.0"
@@ -99,20 +104,7 @@ def load_prepare_config(path: Path | None, section: str = "prepare") -> PrepareC
     """
     if path is None:
         return PrepareConfig()
-    if not path.is_file():
-        raise InputNotFoundError(f"Params file {path} does not exist.", path=str(path))
-    try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}", path=str(path)) from exc
-    for key in filter(None, section.split(".")):
-        if not isinstance(data, dict) or key not in data:
-            raise ConfigError(f"{path} has no section '{section}'.", path=str(path))
-        data = data[key]
-    try:
-        return PrepareConfig.model_validate(data or {})
-    except ValidationError as exc:
-        raise ConfigError(f"{path} section '{section}' is invalid: {exc}", path=str(path)) from exc
+    return load_config(path, PrepareConfig, what="Params file", section=section)
 
 
 def prepare_manifest(
@@ -151,6 +143,54 @@ def prepare_manifest(
     text = index.model_dump_json(indent=2) + "\n"
     (out_dir / "prepared.json").write_text(text, encoding="utf-8")
     return index
+
+
+def read_prepared_index(data_dir: Path) -> PreparedIndex:
+    """Read ``data_dir/prepared.json``.
+
+    Raises:
+        InputNotFoundError: there is no ``prepared.json`` (run ``basira prepare`` first).
+        ConfigError: the file does not validate.
+    """
+    path = data_dir / "prepared.json"
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"{path} does not exist; run 'basira prepare' first.", path=str(path)
+        )
+    return validate_config(path.read_text(encoding="utf-8"), PreparedIndex, path)
+
+
+def cases_of_split(index: PreparedIndex, split: Split) -> list[PreparedCase]:
+    """The prepared cases of ``split``, in index order.
+
+    Raises:
+        EmptySplitError: the split holds no case (training needs train and val cases,
+            evaluation and calibration the split they run on).
+    """
+    cases = [case for case in index.cases if case.split == split]
+    if not cases:
+        raise EmptySplitError(
+            f"The prepared data '{index.name}' has no '{split}' cases.", split=str(split)
+        )
+    return cases
+
+
+def check_preprocess(index: PreparedIndex, preprocess: PreprocessConfig, model_name: str) -> None:
+    """Refuse a cache prepared with other preprocessing than a model's contract
+    (``preprocess``, the bundle's).
+
+    Raises:
+        PreprocessMismatchError: naming the fields that differ.
+    """
+    cached = index.config.preprocess.model_dump(mode="json")
+    wanted = preprocess.model_dump(mode="json")
+    differing = sorted(key for key in wanted if cached.get(key) != wanted[key])
+    if differing:
+        raise PreprocessMismatchError(
+            f"The prepared data was preprocessed differently from model '{model_name}' "
+            f"({', '.join(differing)}); re-run 'basira prepare' with the bundle's preprocess.",
+            fields=differing,
+        )
 
 
 def load_prepared_case(path: Path) -> dict[str, Any]:

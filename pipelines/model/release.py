@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.bundle import BUNDLE_FILE, Bundle, load_bundle, sha256_file, write_bundle
+from pipelines.calibration import CALIBRATION_FILE
 from pipelines.errors import InputNotFoundError, ModelIntegrityError
-from pipelines.evaluation.calibrate import CALIBRATION_FILE
-from pipelines.model_card import CardInputs, render_model_card
+from pipelines.model.card import CardInputs, render_model_card
 
 if TYPE_CHECKING:
     # torch and onnx load with the exporter: only packaging needs them, not verify_release
-    from pipelines.export import ExportConfig
+    from pipelines.model.export import ExportConfig
 
 WEIGHTS_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -94,7 +94,7 @@ def _fill(
     folder: Path, bundle: Bundle, sources: dict[str, Path], export: ExportConfig | None
 ) -> Bundle:
     """Copy the inputs, export the ONNX model with proven parity, write the checksummed bundle."""
-    from pipelines.export import ExportConfig, export_model
+    from pipelines.model.export import ExportConfig, export_model
 
     for name, source in sources.items():
         shutil.copyfile(source, folder / name)

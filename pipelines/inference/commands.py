@@ -1,4 +1,4 @@
-"""``basira predict``: parse, then call :func:`pipelines.predict.predict_inputs`."""
+"""``basira predict``: parse, then call :func:`pipelines.inference.predict.predict_inputs`."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def predict_command(
 ) -> None:
     """Analyse CT studies: one result JSON per study, plus SEG/SR/FHIR/key images if asked."""
     from pipelines.engine import EngineKind
-    from pipelines.predict import DEFAULT_RELEASE, EngineChoice, predict_inputs
+    from pipelines.inference.predict import DEFAULT_RELEASE, EngineChoice, predict_inputs
 
     if engine not in {kind.value for kind in EngineKind}:
         raise typer.BadParameter(f"--engine must be onnx or torch, not {engine!r}")

@@ -1,5 +1,6 @@
-"""``basira models register | list | promote``: parse, then call one function of
-:mod:`pipelines.registry`."""
+"""The model lifecycle's commands: ``basira export`` (:mod:`pipelines.model.export`) and
+``basira models register | list | promote | package | verify`` (:mod:`pipelines.model.registry`,
+:mod:`pipelines.model.release`). Each parses its options, then calls one library function."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def register_command(
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment.")] = "basira",
 ) -> None:
     """Log a bundle, its weights and test metrics to MLflow and register a new version."""
-    from pipelines.registry import register_model
+    from pipelines.model.registry import register_model
 
     registered = register_model(
         bundle, weights, metrics, tracking_uri=tracking_uri, experiment=experiment
@@ -47,7 +48,7 @@ def register_command(
 @models_app.command("list")
 def list_command(tracking_uri: TrackingUriOption = None) -> None:
     """Every registered version: aliases, CPM, AUC, ECE on its test data, and that data's hash."""
-    from pipelines.registry import client, list_models
+    from pipelines.model.registry import client, list_models
 
     rows = list_models(client(tracking_uri))
     header = f"{'name':24} {'version':>7} {'alias':12} {'CPM':>6} {'AUC':>6} {'ECE':>6}  test data"
@@ -74,7 +75,7 @@ def promote_command(
 ) -> None:
     """Point the 'production' alias at NAME VERSION unless it is worse than production on the
     locked test split (CPM, AUC lower or ECE higher by more than 0.01)."""
-    from pipelines.registry import PromotionGate, client, promote
+    from pipelines.model.registry import PromotionGate, client, promote
 
     result = promote(client(tracking_uri), name, version, PromotionGate(), force=force)
     for comparison in result.comparisons:
@@ -109,8 +110,8 @@ def package_command(
     ] = True,
 ) -> None:
     """Write a self-contained release: weights, ONNX, calibration, metrics, card, checksums."""
-    from pipelines.export import ExportConfig
-    from pipelines.release import package_release
+    from pipelines.model.export import ExportConfig
+    from pipelines.model.release import package_release
 
     written = package_release(
         bundle,
@@ -129,7 +130,54 @@ def verify_command(
     release: Annotated[Path, typer.Argument(help="A release folder ('basira models package').")],
 ) -> None:
     """Check every file of a release against its SHA-256 before it is served or copied."""
-    from pipelines.release import verify_release
+    from pipelines.model.release import verify_release
 
     bundle = verify_release(release)
     typer.echo(f"{bundle.name} {bundle.version}: every file matches its checksum")
+
+
+def export_command(
+    bundle: Annotated[Path, typer.Option("--bundle", help="The bundle folder or bundle.yaml.")],
+    weights: Annotated[Path, typer.Option("--weights", help="state_dict saved by training.")],
+    out: Annotated[Path, typer.Option("--out", help="The ONNX file to write (model.onnx).")],
+    opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset.")] = 17,
+    tolerance: Annotated[
+        float,
+        typer.Option("--tolerance", min=0.0, help="Max abs probability difference torch vs ORT."),
+    ] = 1e-4,
+    check_volume: Annotated[
+        bool,
+        typer.Option("--check-volume", help="Also compare both engines on a whole small volume."),
+    ] = False,
+    variants: Annotated[
+        bool,
+        typer.Option(
+            "--variants/--no-variants",
+            help="Measure graph optimisation levels, fp16 and int8; keep one only if faster "
+            "and in agreement.",
+        ),
+    ] = True,
+) -> None:
+    """Export a trained network to one ONNX file with proven torch parity (+ export.json)."""
+    from pipelines.model.export import ExportConfig, export_model, report_path
+
+    config = ExportConfig(
+        opset=opset, tolerance=tolerance, check_volume=check_volume, try_variants=variants
+    )
+    report = export_model(bundle, weights, out, config)
+    info = report.info
+    typer.echo(
+        f"exported {info.model_name} {info.model_version} to {out} "
+        f"(opset {info.opset}, {info.precision.value}, graph optimisation "
+        f"{info.graph_optimization.value}); patch parity max |diff| {report.patch_max_abs_diff:.2e}"
+    )
+    for variant in report.variants:
+        speed = f"{variant.speedup:.2f}x" if variant.speedup is not None else "-"
+        diff = f"{variant.max_abs_diff:.2e}" if variant.max_abs_diff is not None else "-"
+        status = "kept" if variant.kept else (variant.error or "not kept")
+        typer.echo(
+            f"  {variant.name:14} {speed:>7} vs {variant.baseline:14} |diff| {diff}  {status}"
+        )
+    if report.volume is not None:
+        typer.echo(f"volume parity max |diff| {report.volume.max_abs_diff:.2e}")
+    typer.echo(f"report: {report_path(out)}")

@@ -1,0 +1,1 @@
+"""The model lifecycle: ONNX export, releases and model cards, MLflow tracking and registry."""
