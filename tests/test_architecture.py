@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipelines.config",),
     ("pipelines.volume", "pipelines.networks", "pipelines.result"),
     ("pipelines.transforms", "pipelines.findings"),
+    ("pipelines.candidates",),
     ("pipelines.dicom",),
     ("pipelines.datasets",),
     ("pipelines.synth",),
