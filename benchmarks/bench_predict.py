@@ -8,10 +8,11 @@ study. Baselines in the same run, on the same series and the same network weight
 a MONAI user writes by default (``LoadImage`` on the DICOM folder → ``Spacing`` → intensity
 scaling → ``sliding_window_inference`` over the whole volume, torch, model loaded once, writing
 nothing), and the engines on the same preprocessed volume through the same sliding window and
-lung crop: torch, ONNX Runtime as served (OpenVINO's CPU kernels where installed), on its own CPU
-kernels, on one thread and with test-time augmentation over one axis, plus the served engine
-without the lung crop. The machine's load
-average is printed with the figures: on a shared 2-core machine it moves them by tens of percent.
+lung crop: torch, ONNX Runtime on OpenVINO's CPU kernels and on its own, each on two threads and
+one. Basira runs the engine its chooser measured fastest on this host (``basira models tune``
+first, timed, into a private cache that every later run reads). The CPU (model, instruction sets,
+any cap set with ``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA``) and the machine's load average
+are printed with the figures: on a shared 2-core machine load moves them by tens of percent.
 """
 
 from __future__ import annotations
@@ -35,18 +36,18 @@ from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.index import index_inputs
 from pipelines.dicom.read import read_series_volume
 from pipelines.dicom.write_ct import CTSeriesInfo, write_ct_series
-from pipelines.engine import load_engine, load_onnx_engine
+from pipelines.engine import Engine, load_engine, load_onnx_engine
+from pipelines.engine.chooser import CACHE_ENV, EngineChoice
 from pipelines.engine.onnx_engine import OnnxEngineConfig
 from pipelines.engine.sliding_window import SlidingWindow, window_starts
 from pipelines.inference.predict import StudyAnalysis, load_model
 from pipelines.model.release import verify_release
 from pipelines.reports import OutputFormat
 from pipelines.result import StudyStatus
-from pipelines.transforms import LungCropConfig, preprocess_volume
+from pipelines.transforms import preprocess_volume
 
 RELEASE = Path(__file__).resolve().parents[1] / "models" / "lung-nodule-unet" / "release"
 FORMATS = "json,seg,sr,fhir,keyimages"
-WHOLE_VOLUME = LungCropConfig(enabled=False)
 
 
 def _chest_series(out: Path, shape: tuple[int, int, int]) -> Path:
@@ -71,22 +72,29 @@ def _chest_series(out: Path, shape: tuple[int, int, int]) -> Path:
     return out
 
 
-def _basira_cli(series: Path, out: Path) -> tuple[float, dict[str, float]]:
-    """Wall time of ``basira predict`` in a fresh process, and the study's stage timings."""
-    command = [str(Path(sys.executable).parent / "basira"), "predict", str(series)]
-    command += ["--out", str(out), "--model", str(RELEASE), "--format", FORMATS]
+def _basira(*args: str, cache: Path) -> float:
+    """Wall time of ``basira ARGS`` in a fresh process reading and writing the engine ``cache``."""
+    command = [str(Path(sys.executable).parent / "basira"), *args]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    seconds = time.perf_counter() - start
+    subprocess.run(
+        command, check=True, capture_output=True, env={**os.environ, CACHE_ENV: str(cache)}
+    )
+    return time.perf_counter() - start
+
+
+def _basira_cli(series: Path, out: Path, cache: Path) -> tuple[float, dict[str, Any]]:
+    """Wall time of ``basira predict`` in a fresh process, and the study's result JSON."""
+    args = ["predict", str(series), "--out", str(out), "--model", str(RELEASE)]
+    seconds = _basira(*args, "--format", FORMATS, cache=cache)
     (result,) = [p for p in out.glob("*.json") if not p.name.endswith(".fhir.json")]
-    timings = json.loads(result.read_text())["timings_ms"]
-    return seconds, {name: ms / 1000 for name, ms in timings.items()}
+    return seconds, json.loads(result.read_text())
 
 
-def _basira_loaded(series: Path, out: Path) -> Any:
-    """One study from DICOM read to every output written, the release loaded beforehand (the
-    code ``basira predict`` runs per study after loading the model once)."""
-    model = load_model(RELEASE)
+def _basira_loaded(series: Path, out: Path, cache: Path) -> Any:
+    """One study from DICOM read to every output written, the release loaded beforehand with the
+    engine choice in ``cache`` (the code ``basira predict`` runs per study after loading the
+    model once)."""
+    model = load_model(RELEASE, EngineChoice(cache=cache))
     formats = frozenset(OutputFormat(name) for name in FORMATS.split(",") if name != "json")
 
     def run() -> None:
@@ -145,16 +153,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="basira-bench-") as tmp:
         series = _chest_series(Path(tmp) / "series", shape)
-        runs = [_basira_cli(series, Path(tmp) / f"out{n}") for n in range(repeats)]
+        cache = Path(tmp) / "engine-choice.json"
+        tune = _basira("models", "tune", "--model", str(RELEASE), "--rounds", "3", cache=cache)
+        runs = [_basira_cli(series, Path(tmp) / f"out{n}", cache) for n in range(repeats)]
         total = float(np.median([seconds for seconds, _ in runs]))
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        stages = runs[len(runs) // 2][1]
-        loaded = median_seconds(_basira_loaded(series, Path(tmp) / "loaded"), repeats)
+        result = runs[len(runs) // 2][1]
+        loaded = median_seconds(_basira_loaded(series, Path(tmp) / "loaded", cache), repeats)
         monai = median_seconds(_monai_default(series, bundle, RELEASE / "model.pt"), repeats)
         label = f"{shape[2]}x{shape[1]}x{shape[0]}"
+        rows += _choice_rows(result["runtime"], tune)
         rows.append(
             {
-                "what": f"basira predict, {label}, all outputs (fresh process)",
+                "what": f"basira predict, {label}, all outputs (fresh process, choice cached)",
                 "seconds": total,
                 "x MONAI default": total / monai,
                 "peak MB": peak_mb,
@@ -174,7 +185,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 "x MONAI default": 1.0,
             }
         )
-        rows += [{"what": f"  stage: {name}", "seconds": value} for name, value in stages.items()]
+        stages = result["timings_ms"]
+        rows += [{"what": f"  stage: {name}", "seconds": ms / 1000} for name, ms in stages.items()]
         volume = read_series_volume(index_inputs([series], workdir=Path(tmp)).studies[0].series[0])
         rows += _engine_rows(bundle, preprocess_volume(volume, bundle.preprocess).array, repeats)
     rows.append(
@@ -183,43 +195,48 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def _choice_rows(runtime: dict[str, Any], tune_seconds: float) -> list[dict[str, Any]]:
+    """What the chooser measured (one window batch per candidate) and what it chose."""
+    shape = "x".join(str(n) for n in runtime["window_batch_shape"])
+    rows: list[dict[str, Any]] = [
+        {
+            "what": f"basira models tune (fresh process, window batch {shape})",
+            "seconds": tune_seconds,
+        }
+    ]
+    for timing in runtime["candidates"]:
+        candidate = timing["candidate"]
+        providers = "+".join(candidate["providers"])
+        mark = " (chosen)" if candidate == runtime["chosen"] else ""
+        ms = timing["window_batch_ms"]
+        rows.append(
+            {
+                "what": f"  candidate {candidate['engine']} {providers} {candidate['threads']} "
+                f"threads{mark}",
+                "seconds": ms / 1000 if ms is not None else timing["error"],
+            }
+        )
+    return rows
+
+
 def _engine_rows(bundle: Any, image: np.ndarray, repeats: int) -> list[dict[str, Any]]:
     """The engines on the same preprocessed volume (lung crop on, as served): torch, ONNX Runtime
-    as served, on its own CPU kernels only, on one thread, and with test-time augmentation over
-    one axis (twice the windows); and the served engine without the lung crop (windows over the
-    whole body crop) to show what the crop saves.
+    on OpenVINO and on its own CPU kernels, each on two threads and one.
 
     The engines take turns, one run each per round, so a burst of load on the shared machine
     falls on all of them rather than on whichever happened to be running; median per engine.
     """
-    whole = bundle.model_copy(
-        update={"inference": bundle.inference.model_copy(update={"lung_crop": WHOLE_VOLUME})}
-    )
-    variants = {
-        "onnx, own CPU kernels only": OnnxEngineConfig(
-            providers=("CPUExecutionProvider",), threads=2
-        ),
-        "onnx, 1 thread": OnnxEngineConfig(threads=1),
-        "onnx, TTA over i (left-right flip)": OnnxEngineConfig(threads=2, tta_flip_axes=(2,)),
-    }
-    runs = {}
-    for kind, settings, note in (
-        ("torch", bundle, "lung crop"),
-        ("onnx", bundle, "lung crop"),
-        *((name, bundle, "lung crop") for name in variants),
-        ("onnx", whole, "whole body crop"),
-    ):
-        if kind == "torch":
-            engine = load_engine(kind, settings, RELEASE / "model.pt", threads=2)
-        elif kind == "onnx":
-            engine = load_engine(kind, settings, RELEASE / "model.onnx", threads=2)
-            kind = f"onnx on {engine.session.providers[0]}"  # type: ignore[attr-defined]
-        else:
-            engine = load_onnx_engine(settings, RELEASE / "model.onnx", variants[kind])
-        region = SlidingWindow(settings.inference, settings.preprocess).region(image)
-        windows = _window_count(image[region].shape, settings.inference)
-        label = f"engine {kind}, {note}: {windows} windows of preprocessed {image.shape}"
-        runs[label] = engine
+    region = SlidingWindow(bundle.inference, bundle.preprocess).region(image)
+    windows = _window_count(image[region].shape, bundle.inference)
+    runs: dict[str, Engine] = {}
+    for threads in (2, 1):
+        torch_engine = load_engine("torch", bundle, RELEASE / "model.pt", threads=threads)
+        runs[f"engine torch, {threads} threads"] = torch_engine
+        for provider in ("OpenVINOExecutionProvider", "CPUExecutionProvider"):
+            config = OnnxEngineConfig(providers=(provider,), threads=threads)
+            label = f"engine onnx on {provider}, {threads} threads"
+            runs[label] = load_onnx_engine(bundle, RELEASE / "model.onnx", config)
+    for engine in runs.values():
         engine.predict(image)  # warm-up, untimed
     seconds: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(repeats):
@@ -227,7 +244,11 @@ def _engine_rows(bundle: Any, image: np.ndarray, repeats: int) -> list[dict[str,
             start = time.perf_counter()
             engine.predict(image)
             seconds[label].append(time.perf_counter() - start)
-    return [{"what": label, "seconds": float(np.median(times))} for label, times in seconds.items()]
+    note = f": {windows} windows of the lung box of preprocessed {image.shape}"
+    return [
+        {"what": label + note, "seconds": float(np.median(times))}
+        for label, times in seconds.items()
+    ]
 
 
 def _window_count(shape_kji: tuple[int, ...], inference: Any) -> int:

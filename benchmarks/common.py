@@ -19,28 +19,17 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-#: the instruction sets that decide which kernels the engines run, as /proc/cpuinfo names them
-_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-
-
 def cpu_summary() -> str:
-    """The CPU model, logical CPUs, the instruction sets that matter and the load average: what
-    a figure depends on, printed with every table (machines differ from one run to the next)."""
+    """The CPU model, logical CPUs, the instruction sets that matter and any cap on them
+    (:func:`pipelines.cpu.cpu_info`), and the load average: what a figure depends on, printed
+    with every table (machines differ from one run to the next; capped, the figures stand for a
+    lesser CPU)."""
     import os
-    from pathlib import Path
 
-    model, flags = "unknown CPU", set()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown CPU":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    present = [flag for flag in _ISA_FLAGS if flag in flags] or ["none of " + "/".join(_ISA_FLAGS)]
+    from pipelines.cpu import cpu_info
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} CPUs, {' '.join(present)}; load {load:.2f}"
+    return f"{cpu_info().summary()}; load {load:.2f}"
 
 
 def print_table(title: str, rows: Sequence[dict[str, Any]]) -> None:

@@ -22,10 +22,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.cpu import CpuInfo
+
 __all__ = [
     "SCHEMA_VERSION",
+    "CandidateTiming",
+    "ChosenBy",
     "Diagnosis",
     "DiagnosisLabel",
+    "EngineCandidate",
+    "EngineRuntime",
     "FindingResult",
     "ModelInfo",
     "ReasonResult",
@@ -35,8 +41,9 @@ __all__ = [
     "result_json_schema",
 ]
 
-#: 1.1 added ``withheld`` (what a completed result leaves out, and why).
-SCHEMA_VERSION: Literal["1.1"] = "1.1"
+#: 1.1 added ``withheld`` (what a completed result leaves out, and why); 1.2 added ``runtime``
+#: (the CPU, and which engine ran and how it was chosen).
+SCHEMA_VERSION: Literal["1.2"] = "1.2"
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Triple = tuple[float, float, float]
@@ -95,6 +102,59 @@ class ModelInfo(_Strict):
     engine: Literal["onnx", "torch"] = "onnx"
 
 
+class ChosenBy(StrEnum):
+    """How the engine that ran was chosen."""
+
+    #: timed against the other candidates on this host when the model was loaded.
+    MEASURED = "measured"
+    #: an earlier measurement on a host with the same CPU, for the same model (the cache).
+    CACHED = "cached"
+    #: named by the operator (``--engine onnx|torch``, ``BASIRA_INFERENCE_ENGINE``), or the only
+    #: candidate the operator's settings left.
+    PINNED = "pinned"
+
+
+class EngineCandidate(_Strict):
+    """One way to run the network: a backend, ONNX Runtime's execution providers in order (empty:
+    the installed ones by preference; always empty for torch) and CPU threads (``None``: the
+    runtime's default, one per core)."""
+
+    engine: Literal["onnx", "torch"]
+    providers: tuple[str, ...] = ()
+    threads: int | None = Field(default=None, ge=1)
+
+    @property
+    def label(self) -> str:
+        """``onnx OpenVINOExecutionProvider, 2 threads`` (for logs and tables)."""
+        where = f" {'+'.join(self.providers)}" if self.providers else ""
+        threads = "default threads" if self.threads is None else f"{self.threads} threads"
+        return f"{self.engine}{where}, {threads}"
+
+
+class CandidateTiming(_Strict):
+    """A candidate's measured time for one window batch of the model's own input shape (median
+    of the rounds), or why it could not run."""
+
+    candidate: EngineCandidate
+    window_batch_ms: float | None = Field(default=None, ge=0.0)
+    error: str | None = None
+
+
+class EngineRuntime(_Strict):
+    """Where and how the network ran: the CPU, the engine chosen and, when it was chosen by
+    measurement, every candidate's time on ``window_batch_shape`` (``[b, 1, k, j, i]``)."""
+
+    cpu: CpuInfo
+    chosen: EngineCandidate
+    #: the execution providers the ONNX Runtime session actually runs on; empty for torch.
+    providers: tuple[str, ...] = ()
+    chosen_by: ChosenBy
+    window_batch_shape: tuple[int, ...] = ()
+    candidates: list[CandidateTiming] = Field(default_factory=list)
+    #: when the candidates were timed (ISO 8601, UTC); ``None`` for a pinned engine.
+    measured_at: str | None = None
+
+
 class Diagnosis(_Strict):
     """Study level: calibrated probability that a tumour is present and its label."""
 
@@ -121,7 +181,7 @@ class FindingResult(_Strict):
 class StudyResult(_Strict):
     """``<StudyInstanceUID>.json``: the result of one study."""
 
-    schema_version: Literal["1.1"] = SCHEMA_VERSION
+    schema_version: Literal["1.2"] = SCHEMA_VERSION
     study_instance_uid: str = Field(min_length=1)
     #: the analysed series; None when no series of the study could be read.
     series_instance_uid: str | None
@@ -134,6 +194,8 @@ class StudyResult(_Strict):
     withheld: list[WithheldResult] = Field(default_factory=list)
     #: wall time per stage (read, intended_use, preprocess, inference, findings, outputs, total).
     timings_ms: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
+    #: the CPU the timings were taken on and the engine that ran (None: written before 1.2).
+    runtime: EngineRuntime | None = None
 
     @model_validator(mode="after")
     def _status_matches_content(self) -> StudyResult:

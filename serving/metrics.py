@@ -4,7 +4,10 @@ Each service has its own :class:`~prometheus_client.CollectorRegistry` (never th
 so tests can build many apps in one process and each counts only its own traffic. What the
 database knows (jobs per status, the model of the newest result) is read at scrape time, so the
 numbers hold whichever process or worker changed them; what happens in this process (HTTP
-requests, jobs its worker finished) is counted as it happens.
+requests, jobs its worker finished) is counted as it happens. The CPU the process runs on (its
+model and the instruction sets that decide the engines' speed) and the engine its worker chose
+(which backend and providers, how many threads, measured, cached or pinned) are info metrics, so
+a dashboard can tell an AVX2-only host from an AVX-512 one.
 
 Labels never carry patient identifiers: requests are labelled by route template
 (``/v1/studies/{study_uid}``), not by the path a client sent, and no label names a tenant.
@@ -16,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from re import Pattern
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import select
@@ -24,16 +27,20 @@ from sqlalchemy.orm import Session
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipelines.result import ModelInfo
+from pipelines.cpu import cpu_info
+from pipelines.result import EngineRuntime, ModelInfo
 from serving.db import Database
 from serving.jobs import queue_depth
 from serving.models import Job, JobStatus
 
-__all__ = ["LoadedModelSource", "MetricsMiddleware", "ServiceMetrics"]
+__all__ = ["LoadedModelSource", "LoadedRuntimeSource", "MetricsMiddleware", "ServiceMetrics"]
 
 #: The model release this process's worker has loaded, asked at every scrape (None: no worker
 #: here, or its model is not loaded yet).
 LoadedModelSource = Callable[[], ModelInfo | None]
+#: How this process's worker runs its model: the engine it chose and how (None: no worker here,
+#: or its model is not loaded yet).
+LoadedRuntimeSource = Callable[[], EngineRuntime | None]
 
 #: Seconds; an analysis takes from seconds (small studies) to many minutes (a queue backlog).
 _JOB_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -78,14 +85,37 @@ class ServiceMetrics:
             buckets=_JOB_BUCKETS,
             registry=self.registry,
         )
+        cpu = cpu_info()
+        Info(
+            "basira_cpu",
+            "The CPU this process runs on: model, logical CPUs and the instruction sets that "
+            "decide which kernels the engines run (/proc/cpuinfo flags).",
+            registry=self.registry,
+        ).info(
+            {
+                "model": cpu.model,
+                "logical_cpus": str(cpu.logical_cpus),
+                "isa": " ".join(cpu.isa),
+                "caps": " ".join(cpu.caps),
+                "avx2": str(int("avx2" in cpu.isa)),
+                "avx512": str(int(cpu.has_avx512)),
+                "vnni": str(int(bool({"avx512_vnni", "avx_vnni"} & set(cpu.isa)))),
+                "amx": str(int("amx_tile" in cpu.isa)),
+            }
+        )
         self._state: Collector | None = None
 
-    def watch(self, db: Database, loaded_model: LoadedModelSource) -> None:
-        """Report ``db``'s state (queue depth, the model of the newest result) and the model
-        ``loaded_model`` names at every scrape."""
+    def watch(
+        self,
+        db: Database,
+        loaded_model: LoadedModelSource,
+        loaded_runtime: LoadedRuntimeSource = lambda: None,
+    ) -> None:
+        """Report ``db``'s state (queue depth, the model of the newest result), the model
+        ``loaded_model`` names and the engine ``loaded_runtime`` describes at every scrape."""
         if self._state is not None:
             self.registry.unregister(self._state)
-        self._state = _StateCollector(db, loaded_model)
+        self._state = _StateCollector(db, loaded_model, loaded_runtime)
         self.registry.register(self._state)
 
     def observe_job(self, job: Job) -> None:
@@ -110,11 +140,17 @@ class ServiceMetrics:
 class _StateCollector(Collector):
     """Reads the service's database and its worker's model when Prometheus scrapes."""
 
-    def __init__(self, db: Database, loaded_model: LoadedModelSource) -> None:
+    def __init__(
+        self, db: Database, loaded_model: LoadedModelSource, loaded_runtime: LoadedRuntimeSource
+    ) -> None:
         self.db = db
         self.loaded_model = loaded_model
+        self.loaded_runtime = loaded_runtime
 
     def collect(self) -> Iterator[Metric]:
+        runtime = self.loaded_runtime()
+        if runtime is not None:
+            yield _engine_info(runtime)
         up = GaugeMetricFamily(
             "basira_database_up", "1 when the database answered this scrape, else 0."
         )
@@ -163,6 +199,29 @@ class _StateCollector(Collector):
         if row is None:
             return {}
         return {"name": row[0] or "", "version": row[1] or "", "source": "latest_result"}
+
+
+def _engine_info(runtime: EngineRuntime) -> Metric:
+    """``basira_engine_info``: the backend, the providers its session runs on, its threads and how
+    it was chosen; the chosen candidate's measured time per window batch when it was timed."""
+    info = InfoMetricFamily(
+        "basira_engine",
+        "The engine this process's worker runs: backend, execution providers, threads, and "
+        "whether it was measured on this host, cached from an earlier measurement or pinned.",
+    )
+    chosen = runtime.chosen
+    timed = [t.window_batch_ms for t in runtime.candidates if t.candidate == chosen]
+    info.add_metric(
+        [],
+        {
+            "engine": chosen.engine,
+            "providers": ",".join(runtime.providers),
+            "threads": "default" if chosen.threads is None else str(chosen.threads),
+            "chosen_by": runtime.chosen_by.value,
+            "window_batch_ms": f"{timed[0]:.1f}" if timed and timed[0] is not None else "",
+        },
+    )
+    return info
 
 
 class MetricsMiddleware:

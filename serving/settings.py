@@ -30,11 +30,20 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None
     #: The model release the worker loads.
     model_dir: Path = Path("models/lung-nodule-unet/release")
-    #: ONNX Runtime threads for inference (None: the engine's default, all cores).
+    #: ``auto``: the worker times torch and ONNX Runtime on each installed execution provider at
+    #: each thread count on this host and serves the fastest (cached in ``engine_cache``);
+    #: ``onnx`` or ``torch`` pins the backend (nothing timed).
+    inference_engine: Literal["auto", "onnx", "torch"] = "auto"
+    #: Inference threads: with ``auto`` the only count timed; pinned, the engine's (None: all
+    #: cores).
     inference_threads: int | None = None
-    #: ONNX Runtime execution providers in order; empty: TensorRT, CUDA, OpenVINO, CPU as
-    #: installed. ``CPUExecutionProvider`` alone turns OpenVINO off.
+    #: ONNX Runtime execution providers in order; with ``auto`` only ONNX Runtime with these is
+    #: timed; pinned, empty means TensorRT, CUDA, OpenVINO, CPU as installed.
+    #: ``CPUExecutionProvider`` alone turns OpenVINO off.
     inference_providers: Annotated[tuple[str, ...], NoDecode] = ()
+    #: The engine choice cache (JSON, keyed by CPU and model); None:
+    #: ``<data_dir>/engine-choice.json``.
+    engine_cache: Path | None = None
     #: Result objects written besides the JSON.
     output_formats: Annotated[tuple[OutputName, ...], NoDecode] = ("seg", "sr", "fhir")
 
@@ -96,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'basira.db'}"
+
+    @property
+    def resolved_engine_cache(self) -> Path:
+        return self.engine_cache or self.data_dir / "engine-choice.json"
 
     @property
     def resolved_storage_dir(self) -> Path:

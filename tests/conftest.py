@@ -5,6 +5,7 @@
   one by name.
 * ``basira``: the one runner of the command line (:class:`tests.cli.Basira`), in this process
   or as its own.
+* The engine choice cache (``BASIRA_ENGINE_CACHE``) lives in a session folder.
 * Every coded reason the suite produces is documented in docs/errors.md: the ledger
   (:mod:`tests.reason_ledger`) watches what reaches people while the tests run; at the end of
   the session (after merging what pytest-xdist workers saw) an undocumented code fails the run
@@ -79,3 +80,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def basira() -> Basira:
     """Run ``basira ARGS``: ``basira(*args)`` in this process, ``basira.run(*args)`` as its own."""
     return Basira()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``basira predict`` and the service cache their engine choice (``BASIRA_ENGINE_CACHE``);
+    the tests' choices go to a session folder, never to the user's ``~/.cache``."""
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("engine-cache") / "engine-choice.json"
+        patch.setenv("BASIRA_ENGINE_CACHE", str(cache))
+        yield

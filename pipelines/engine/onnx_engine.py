@@ -362,9 +362,9 @@ class OnnxEngine:
             tta_flip_axes=config.tta_flip_axes,
         )
 
-    def _logits(self, batch: np.ndarray) -> np.ndarray:
+    def logits(self, batch: np.ndarray) -> np.ndarray:
         """ORT logits for a ``[b, 1, k, j, i]`` window batch, averaged over the TTA flips (each
-        flipped back before averaging)."""
+        flipped back before averaging); what the engine chooser times."""
         if len(self.flips) == 1:
             return self.session.run(batch)
         total = np.zeros(batch.shape, dtype=np.float32)
@@ -376,7 +376,7 @@ class OnnxEngine:
 
     def predict(self, image_kji: np.ndarray) -> np.ndarray:
         """Probability map ``[k, j, i]`` float32 for a ``[k, j, i]`` image in ``[0, 1]``."""
-        return self.window.probabilities(image_kji, self._logits)
+        return self.window.probabilities(image_kji, self.logits)
 
 
 def to_float16(model: bytes) -> bytes:

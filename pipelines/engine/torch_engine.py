@@ -97,6 +97,17 @@ class TorchEngine:
         finally:
             self.network.train(was_training)
 
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """The network's logits for one ``[b, 1, k, j, i]`` window batch, in evaluation mode
+        with the engine's threads: what the engine chooser times."""
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch_threads(self.threads), torch.inference_mode():
+                return self._logits(batch)
+        finally:
+            self.network.train(was_training)
+
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         """The network's logits for a ``[b, 1, k, j, i]`` window batch, computed on ``device``."""
         logits = self.network(torch.from_numpy(batch).to(self.device))

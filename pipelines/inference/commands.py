@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from pipelines.engine.chooser import EngineChoice
     from pipelines.result import StudyResult
 
 #: Exit code when at least one study ended ``failed`` (its result JSON says why).
@@ -54,7 +55,27 @@ def _providers(text: str | None) -> list[str] | None:
     return names
 
 
-def predict_command(
+def engine_choice(
+    engine: str, threads: int | None, providers: str | None, cache: Path | None
+) -> EngineChoice:
+    """``--engine``, ``--threads``, ``--providers`` and ``--engine-cache`` as an
+    :class:`~pipelines.engine.chooser.EngineChoice` (the cache defaults to
+    :func:`~pipelines.engine.chooser.default_cache_path`)."""
+    from pipelines.engine.chooser import AUTO, EngineChoice, default_cache_path
+
+    kinds = (AUTO, "onnx", "torch")
+    if engine not in kinds:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(kinds)}, not {engine!r}")
+    names = _providers(providers)
+    return EngineChoice(
+        kind=engine,  # type: ignore[arg-type]  # checked against kinds above
+        threads=threads,
+        providers=None if names is None else tuple(names),
+        cache=cache or default_cache_path(),
+    )
+
+
+def predict_command(  # noqa: PLR0913 -- typer maps each CLI option to a parameter
     paths: Annotated[
         list[Path], typer.Argument(help="Folders, zip archives or DICOM files (any mix).")
     ],
@@ -68,26 +89,39 @@ def predict_command(
         typer.Option("--format", help="Comma-separated: json,seg,sr,fhir,keyimages (json always)."),
     ] = "json",
     engine: Annotated[
-        str, typer.Option("--engine", help="onnx (default, ONNX Runtime) or torch.")
-    ] = "onnx",
+        str,
+        typer.Option(
+            "--engine",
+            help="auto (the fastest on this host, measured once and cached), or pin onnx "
+            "(ONNX Runtime) or torch.",
+        ),
+    ] = "auto",
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="Inference threads [all cores].")
+        int | None,
+        typer.Option("--threads", min=1, help="Inference threads [auto: measured; pinned: all]."),
     ] = None,
     providers: Annotated[
         str | None,
         typer.Option(
             "--providers",
             help="ONNX Runtime execution providers in order, comma-separated, e.g. "
-            "CPUExecutionProvider [TensorRT, CUDA, OpenVINO, CPU as installed].",
+            "CPUExecutionProvider [auto: each installed one is measured].",
+        ),
+    ] = None,
+    engine_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--engine-cache",
+            envvar="BASIRA_ENGINE_CACHE",
+            help="JSON file of engine choices by CPU and model "
+            "[$XDG_CACHE_HOME/basira/engine-choice.json].",
         ),
     ] = None,
 ) -> None:
     """Analyse CT studies: one result JSON per study, plus SEG/SR/FHIR/key images if asked."""
-    from pipelines.engine import EngineKind
-    from pipelines.inference.predict import DEFAULT_RELEASE, EngineChoice, predict_inputs
+    from pipelines.inference.predict import DEFAULT_RELEASE, predict_inputs
 
-    if engine not in {kind.value for kind in EngineKind}:
-        raise typer.BadParameter(f"--engine must be onnx or torch, not {engine!r}")
+    choice = engine_choice(engine, threads, providers, engine_cache)
     wanted = _formats(formats)
     with contextlib.ExitStack() as stack:
         summary = predict_inputs(
@@ -95,7 +129,7 @@ def predict_command(
             model or DEFAULT_RELEASE,
             out,
             wanted,
-            engine=EngineChoice(engine, threads, _providers(providers)),
+            engine=choice,
             progress=_ProgressBar(stack),
         )
     counts: dict[str, int] = {}

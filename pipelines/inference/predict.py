@@ -42,10 +42,11 @@ from pipelines.calibration import BundleCalibration, apply_calibration, load_cal
 from pipelines.dicom.index import StudyEntry, index_inputs
 from pipelines.dicom.read import ReadPolicy, read_series_volume
 from pipelines.dicom.selection import Reason
-from pipelines.engine import EngineKind, load_engine
 from pipelines.engine.base import Engine
+from pipelines.engine.chooser import AUTO, EngineChoice, ModelFiles, choose_engine
 from pipelines.errors import (
     BasiraError,
+    ConfigError,
     ModelError,
     ModelNotFoundError,
     NoDicomFoundError,
@@ -69,6 +70,7 @@ from pipelines.reports.representable import LeftOutFinding
 from pipelines.result import (
     Diagnosis,
     DiagnosisLabel,
+    EngineRuntime,
     FindingResult,
     ModelInfo,
     ReasonResult,
@@ -88,6 +90,7 @@ from pipelines.volume import Volume
 __all__ = [
     "DEFAULT_RELEASE",
     "MAX_KEY_IMAGES",
+    "EngineChoice",
     "LoadedModel",
     "PredictProgress",
     "PredictSummary",
@@ -96,7 +99,9 @@ __all__ = [
     "key_image_ids",
     "load_model",
     "predict_inputs",
+    "release_files",
     "result_path",
+    "tune_release",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,46 +127,34 @@ class PredictProgress(Protocol):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified release with its engine and calibration, loaded once per batch."""
+    """A verified release with its engine and calibration, loaded once per batch; ``runtime``
+    says which engine runs it, on which CPU, and how it was chosen."""
 
     bundle: Bundle
     engine: Engine
     calibration: BundleCalibration
     info: ModelInfo
+    runtime: EngineRuntime
 
     @property
     def operating_point(self) -> float:
         return self.calibration.operating_point.threshold
 
 
-@dataclass(frozen=True)
-class EngineChoice:
-    """Which engine runs a release: ``kind`` (ONNX Runtime by default, or torch), its CPU
-    ``threads`` (``None``: all cores), and ONNX Runtime's execution ``providers`` in order
-    (``None``: TensorRT, CUDA, OpenVINO, CPU as installed; refused with torch)."""
-
-    kind: EngineKind | str = EngineKind.ONNX
-    threads: int | None = None
-    providers: Sequence[str] | None = None
-
-
 def load_model(release_dir: Path, choice: EngineChoice | None = None) -> LoadedModel:
-    """Verify the release folder and load its engine (``choice``) and calibration.
+    """Verify the release folder, load its calibration and the engine ``choice`` asks for (by
+    default the fastest on this host as measured now, :func:`~pipelines.engine.chooser.
+    choose_engine`).
 
     Raises:
         ConfigError: ``providers`` with the torch engine, or a provider that is not installed.
         ModelNotFoundError: the folder holds no release.
         ModelIntegrityError: a file does not match its checksum.
-        ModelError: the release has no calibration (outputs only show calibrated numbers).
+        ModelError: the release has no calibration (outputs only show calibrated numbers), or no
+            engine can run it.
         and whatever :func:`~pipelines.engine.load_engine` raises.
     """
-    if not (release_dir / BUNDLE_FILE).is_file() or not (release_dir / SUMS_FILE).is_file():
-        raise ModelNotFoundError(
-            f"No model release at {release_dir} (no {BUNDLE_FILE} and {SUMS_FILE}): install the "
-            "release there or name one with --model.",
-            path=str(release_dir),
-        )
-    bundle = verify_release(release_dir)
+    bundle = _verified(release_dir)
     calibration = load_calibration(release_dir, bundle)
     if calibration is None:
         raise ModelError(
@@ -169,19 +162,53 @@ def load_model(release_dir: Path, choice: EngineChoice | None = None) -> LoadedM
             "probabilities and are never shown. Release a calibrated bundle.",
             path=str(release_dir),
         )
-    choice = choice or EngineChoice()
-    kind = EngineKind(choice.kind)
-    weights = ONNX_FILE if kind is EngineKind.ONNX else WEIGHTS_FILE
-    engine = load_engine(
-        kind, bundle, release_dir / weights, threads=choice.threads, providers=choice.providers
-    )
+    chosen = choose_engine(bundle, release_files(release_dir, bundle), choice or EngineChoice())
     info = ModelInfo(
         name=bundle.name,
         version=bundle.version,
         onnx_sha256=bundle.checksums[ONNX_FILE],
-        engine=kind.value,
+        engine=chosen.runtime.chosen.engine,
     )
-    return LoadedModel(bundle, engine, calibration, info)
+    return LoadedModel(bundle, chosen.engine, calibration, info, chosen.runtime)
+
+
+def tune_release(release_dir: Path, choice: EngineChoice) -> EngineRuntime:
+    """Time the engines that can run the release on this host now and cache the fastest in
+    ``choice.cache`` (``basira models tune``); an earlier cached choice is measured again.
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError: as :func:`load_model`.
+        ConfigError: a named provider is not installed, or ``choice`` pins a backend (there is
+            nothing to measure).
+        ModelError: no engine can run the release.
+    """
+    if choice.kind != AUTO:
+        raise ConfigError(
+            f"--engine {choice.kind} pins the engine: there is nothing to measure. Tune with "
+            "--engine auto, optionally with --threads or --providers.",
+            engine=choice.kind,
+        )
+    bundle = _verified(release_dir)
+    files = release_files(release_dir, bundle)
+    return choose_engine(bundle, files, choice, remeasure=True).runtime
+
+
+def release_files(release_dir: Path, bundle: Bundle) -> ModelFiles:
+    """The release's ONNX model and torch weights (each ``None`` when the release lacks it) and
+    the digests that identify them for the engine choice cache."""
+    names = (ONNX_FILE, WEIGHTS_FILE)
+    onnx, weights = ((release_dir / n if (release_dir / n).is_file() else None) for n in names)
+    return ModelFiles(onnx, weights, tuple(bundle.checksums.get(n, "") for n in names))
+
+
+def _verified(release_dir: Path) -> Bundle:
+    if not (release_dir / BUNDLE_FILE).is_file() or not (release_dir / SUMS_FILE).is_file():
+        raise ModelNotFoundError(
+            f"No model release at {release_dir} (no {BUNDLE_FILE} and {SUMS_FILE}): install the "
+            "release there or name one with --model.",
+            path=str(release_dir),
+        )
+    return verify_release(release_dir)
 
 
 @dataclass
@@ -209,7 +236,8 @@ def predict_inputs(
     """Analyse every study under ``paths`` and write its results into ``out_dir``.
 
     ``formats`` are written besides the JSON (:class:`~pipelines.reports.OutputFormat`);
-    ``engine`` picks the engine, its threads and providers (default: ONNX Runtime, all cores);
+    ``engine`` says how the engine is chosen (default: the fastest on this host as measured
+    when the model loads, nothing cached);
     ``progress`` hears the number of studies, then each result.
 
     Raises:
@@ -326,6 +354,7 @@ class StudyAnalysis:
             "study_instance_uid": study.study_instance_uid,
             "series_instance_uid": series.series_instance_uid if series else None,
             "model": self.model.info,
+            "runtime": self.model.runtime,
         }
         timings: dict[str, float] = {"read": read.ms}
         start = time.perf_counter()

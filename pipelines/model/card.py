@@ -48,6 +48,8 @@ class CardInputs:
     weights_sha256: str
     limitations: str = ""
     trained_on: str = ""
+    #: ``model.export.json`` (the variants timed at export and the CPU they were timed on).
+    export_report: Mapping[str, Any] | None = None
 
 
 def render_model_card(card: CardInputs) -> str:
@@ -61,6 +63,7 @@ def render_model_card(card: CardInputs) -> str:
         _evaluation(card.metrics),
         _calibration(card.calibration, card.metrics),
         _targets(card.metrics),
+        _performance(card.export_report),
         "## Known limitations\n\n" + (card.limitations.strip() or "None recorded.") + "\n",
     ]
     return "\n".join(parts)
@@ -114,6 +117,37 @@ def _model(b: Bundle, weights_sha256: str) -> str:
         f"{b.findings.threshold}, diameter ≥ {b.findings.min_diameter_mm} mm.\n"
         f"- Weights: `model.pt`, sha256 `{weights_sha256}`.\n"
     )
+
+
+def _performance(report: Mapping[str, Any] | None) -> str:
+    """The CPU the export timed the ONNX variants on, and those times: speed depends on the CPU
+    (its instruction sets above all), so every figure names it; the engine that serves a host is
+    chosen by timing on that host."""
+    head = (
+        "## Performance\n\n"
+        "Speed depends on the CPU, above all on its instruction sets (AVX2, AVX-512, VNNI, AMX). "
+        "The engine that serves a host (torch or ONNX Runtime, execution provider, threads) is "
+        "chosen by timing them on that host (`basira models tune`, docs/operations.md), and each "
+        "result JSON names the CPU and the engine that ran (`runtime`).\n\n"
+    )
+    cpu = (report or {}).get("cpu")
+    variants = [v for v in (report or {}).get("variants", []) if v.get("seconds_median")]
+    if cpu is None or not variants:
+        return head + "No timing was recorded at export.\n"
+    isa = " ".join(cpu.get("isa", [])) or "no AVX2/AVX-512"
+    lines = [
+        f"ONNX Runtime variants timed at export on {cpu['model']}, {cpu['logical_cpus']} CPUs, "
+        f"{isa} (one window batch, median):\n",
+        "| variant | seconds | × baseline | kept |",
+        "|---|---|---|---|",
+    ]
+    for v in variants:
+        speedup = f"{v['speedup']:.2f}" if v.get("speedup") is not None else "–"
+        lines.append(
+            f"| {v['precision']}/{v['graph_optimization']} | {v['seconds_median']:.3f} | "
+            f"{speedup} | {'yes' if v.get('kept') else 'no'} |"
+        )
+    return head + "\n".join(lines) + "\n"
 
 
 def _training(card: CardInputs) -> str:

@@ -1,6 +1,8 @@
 """The model lifecycle's commands: ``basira export`` (:mod:`pipelines.model.export`) and
-``basira models register | list | promote | package | verify`` (:mod:`pipelines.model.registry`,
-:mod:`pipelines.model.release`). Each parses its options, then calls one library function."""
+``basira models register | list | promote | package | verify | tune``
+(:mod:`pipelines.model.registry`, :mod:`pipelines.model.release`,
+:func:`pipelines.inference.predict.tune_release`). Each parses its options, then calls one
+library function."""
 
 from __future__ import annotations
 
@@ -134,6 +136,50 @@ def verify_command(
 
     bundle = verify_release(release)
     typer.echo(f"{bundle.name} {bundle.version}: every file matches its checksum")
+
+
+@models_app.command("tune")
+def tune_command(
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model release folder [models/lung-nodule-unet/release]."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Time only this thread count.")
+    ] = None,
+    providers: Annotated[
+        str | None,
+        typer.Option(
+            "--providers", help="Time only ONNX Runtime with these providers, comma-separated."
+        ),
+    ] = None,
+    engine_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--engine-cache",
+            envvar="BASIRA_ENGINE_CACHE",
+            help="JSON file of engine choices by CPU and model "
+            "[$XDG_CACHE_HOME/basira/engine-choice.json].",
+        ),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="Timed runs per candidate (median kept).")
+    ] = 5,
+) -> None:
+    """Time every engine that can run the release on this host; cache and print the fastest."""
+    from pipelines.inference.commands import engine_choice
+    from pipelines.inference.predict import DEFAULT_RELEASE, tune_release
+
+    choice = engine_choice("auto", threads, providers, engine_cache)
+    runtime = tune_release(model or DEFAULT_RELEASE, choice.model_copy(update={"rounds": rounds}))
+    shape = "x".join(str(n) for n in runtime.window_batch_shape)
+    typer.echo(f"CPU: {runtime.cpu.summary()}")
+    typer.echo(f"one window batch [{shape}], median of {rounds}:")
+    for timing in runtime.candidates:
+        mark = "*" if timing.candidate == runtime.chosen else " "
+        took = f"{timing.window_batch_ms:9.1f} ms" if timing.window_batch_ms is not None else ""
+        typer.echo(f" {mark} {timing.candidate.label:50} {took}{timing.error or ''}")
+    typer.echo(f"chosen: {runtime.chosen.label} (cached in {choice.cache})")
 
 
 def export_command(

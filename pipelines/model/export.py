@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.bundle import BUNDLE_FILE, Bundle, load_bundle, preprocessing_hash, sha256_file
+from pipelines.cpu import CpuInfo, cpu_info
 from pipelines.engine import Engine, load_onnx_engine, load_torch_engine
 from pipelines.engine.onnx_engine import (
     GraphOptimization,
@@ -125,6 +126,8 @@ class ExportReport(BaseModel):
     patch_max_abs_diff: float
     variants: list[VariantResult] = Field(default_factory=list)
     volume: VolumeParity | None = None
+    #: the CPU the variants were timed on (``None`` in reports written before it was recorded).
+    cpu: CpuInfo | None = None
 
 
 def random_patches(roi_size_kji: Sequence[int], n: int, seed: int) -> np.ndarray:
@@ -502,6 +505,7 @@ def export_model(
         patch_max_abs_diff=patch_diff,
         variants=choice.results,
         volume=volume,
+        cpu=cpu_info(),
     )
     report_path(out).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return report

@@ -32,6 +32,8 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 CARD_FILE = "MODEL_CARD.md"
 SUMS_FILE = "SHA256SUMS"
+#: The export report beside `model.onnx` (:func:`pipelines.model.export.report_path`).
+EXPORT_REPORT_FILE = "model.export.json"
 #: Files whose digests go into ``bundle.yaml`` (the card and the bundle itself are in SHA256SUMS).
 _ARTEFACTS = (WEIGHTS_FILE, ONNX_FILE, CALIBRATION_FILE, METRICS_FILE, HISTORY_FILE)
 
@@ -171,6 +173,9 @@ def _card_inputs(
         weights_sha256=bundle.checksums[WEIGHTS_FILE],
         limitations=limitations.read_text(encoding="utf-8") if limitations else "",
         trained_on=trained_on,
+        export_report=read(EXPORT_REPORT_FILE)
+        if (out_dir / EXPORT_REPORT_FILE).is_file()
+        else None,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.bundle import load_bundle, sha256_file
 from pipelines.calibration import apply_calibration, load_calibration
+from pipelines.cpu import cpu_info
 from pipelines.dicom.geometry import affine_from_dicom
 from pipelines.dicom.index import index_inputs
 from pipelines.dicom.read import read_series_volume
@@ -105,12 +106,17 @@ def test_predict_writes_a_schema_valid_result_with_the_model_identity(
     assert data["status"] == "completed"
     assert path.name == f"{data['study_instance_uid']}.json"
     bundle = load_bundle(release / "bundle.yaml")
+    runtime = data["runtime"]
     assert data["model"] == {
         "name": bundle.name,
         "version": bundle.version,
         "onnx_sha256": sha256_file(release / "model.onnx"),
-        "engine": "onnx",
+        "engine": runtime["chosen"]["engine"],
     }
+    assert runtime["cpu"] == cpu_info().model_dump(mode="json")
+    assert runtime["chosen_by"] in {"measured", "cached"}  # --engine auto, the default
+    timed = {json.dumps(t["candidate"]): t["window_batch_ms"] for t in runtime["candidates"]}
+    assert json.dumps(runtime["chosen"]) == min(timed, key=lambda c: timed[c] or float("inf"))
     assert data["diagnosis"]["operating_point"] == pytest.approx(0.42)
     assert {"read", "intended_use", "preprocess", "inference", "findings", "total"} <= set(
         data["timings_ms"]
@@ -178,6 +184,39 @@ def test_providers_choose_how_onnx_runtime_runs_and_an_absent_one_is_refused(
     err = capsys.readouterr().err
     assert "error[config.invalid]" in err and "NoSuchExecutionProvider" in err
     assert basira(*args, "--providers", " , ") == 2
+
+
+def _runtime(out: Path) -> dict:
+    (path,) = out.glob("*.json")
+    return json.loads(path.read_text())["runtime"]
+
+
+def test_models_tune_caches_the_fastest_engine_and_predict_then_runs_it_unless_pinned(
+    basira: Basira, release, tmp_path, capsys
+):
+    cache = tmp_path / "choice.json"
+    tune = ["models", "tune", "--model", str(release), "--engine-cache", str(cache)]
+    assert basira(*tune, "--rounds", "1") == 0
+    printed = capsys.readouterr().out
+    assert f"CPU: {cpu_info().summary()}" in printed and "chosen: " in printed
+    (tuned,) = json.loads(cache.read_text())["entries"].values()
+    write_study(tmp_path / "in" / "a", "study-a")
+    args = _predict_args(tmp_path, release)
+
+    assert basira(*args, "--engine-cache", str(cache)) == 0
+    cached = _runtime(tmp_path / "out")
+    assert cached["chosen_by"] == "cached" and cached["chosen"] == tuned["chosen"]
+    assert cached["candidates"] == tuned["candidates"]
+
+    assert basira(*args, "--engine-cache", str(cache), "--engine", "torch", "--threads", "1") == 0
+    pinned = _runtime(tmp_path / "out")
+    assert pinned["chosen_by"] == "pinned" and pinned["candidates"] == []
+    assert pinned["chosen"] == {"engine": "torch", "providers": [], "threads": 1}
+    capsys.readouterr()
+    assert basira(*args, "--engine", "fastest") == 2
+    assert "--engine must be one of auto, onnx, torch" in capsys.readouterr().err
+    assert basira(*tune, "--providers", "NoSuchExecutionProvider") == 3
+    assert "error[config.invalid]" in capsys.readouterr().err
 
 
 def test_unknown_format_is_a_usage_error(basira: Basira, tmp_path, capsys):

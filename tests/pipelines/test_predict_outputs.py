@@ -144,7 +144,7 @@ def test_a_finding_between_source_slices_is_left_out_of_every_output_not_the_stu
     observations = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
     assert len(observations) == 1
     written = json.loads((out / f"{uid}.json").read_text())
-    assert written["schema_version"] == "1.1"
+    assert written["schema_version"] == "1.2"
     assert written["withheld"] == [withheld.model_dump(mode="json")]
 
 

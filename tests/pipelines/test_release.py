@@ -142,3 +142,30 @@ def test_a_failed_export_leaves_the_previous_release_untouched(run):
     assert (run["out"] / "SHA256SUMS").read_text() == before
     verify_release(run["out"])
     assert not run["out"].with_name("release.partial").exists()
+
+
+def test_model_card_performance_names_the_cpu_the_export_timed_the_variants_on(run):
+    from pipelines.cpu import cpu_info
+
+    package_release(
+        run["bundle"],
+        run["weights"],
+        run["metrics"],
+        run["out"],
+        export=ExportConfig(try_variants=True, timing_repeats=1),
+    )
+    report = json.loads((run["out"] / "model.export.json").read_text())
+    card = (run["out"] / "MODEL_CARD.md").read_text()
+    cpu = cpu_info()
+
+    assert report["cpu"] == cpu.model_dump(mode="json")
+    assert "## Performance" in card
+    assert f"timed at export on {cpu.model}, {cpu.logical_cpus} CPUs, {' '.join(cpu.isa)}" in card
+    timed = [v for v in report["variants"] if v["seconds_median"]]
+    assert timed and f"| fp32/{timed[0]['graph_optimization']} | " in card
+
+
+def test_model_card_without_export_timings_says_so(run):
+    _package(run)
+    card = (run["out"] / "MODEL_CARD.md").read_text()
+    assert "## Performance" in card and "No timing was recorded at export." in card

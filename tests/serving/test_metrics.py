@@ -86,3 +86,48 @@ def test_each_app_counts_only_its_own_requests(settings: Settings, tmp_path: Pat
         labels = {"method": "GET", "route": "/healthz", "status": "200"}
         assert sample(scrape(one), "basira_http_requests_total", **labels) == 3
         assert sample(scrape(two), "basira_http_requests_total", **labels) == 1
+
+
+def _engine_info(client: TestClient) -> dict[str, str]:
+    for family in text_string_to_metric_families(scrape(client)):
+        for s in family.samples:
+            if s.name == "basira_engine_info":
+                return dict(s.labels)
+    return {}
+
+
+def test_metrics_name_the_cpu_and_the_engine_the_worker_chose_measured_then_cached_or_pinned(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The worker times the engines at start (``inference_engine: auto``), caches the choice,
+    and a restarted service reuses it; a pinned engine is reported as such."""
+    from pipelines.cpu import cpu_info
+
+    cpu = cpu_info()
+    settings = settings.model_copy(update={"engine_cache": tmp_path / "engine-choice.json"})
+    cache = settings.resolved_engine_cache
+    for expected in ("measured", "cached"):
+        with TestClient(create_app(settings)) as client:
+            services = client.app.state.services  # type: ignore[attr-defined]
+            worker = services.new_worker()
+            services.worker = worker
+            assert worker.load_model() and worker.model is not None
+            exposition = scrape(client)
+            engine = _engine_info(client)
+        runtime = worker.model.runtime
+        assert sample(exposition, "basira_cpu_info", model=cpu.model, isa=" ".join(cpu.isa)) == 1
+        assert sample(exposition, "basira_cpu_info", avx512=str(int(cpu.has_avx512))) == 1
+        assert engine["chosen_by"] == expected == runtime.chosen_by.value
+        assert engine["engine"] == runtime.chosen.engine
+        assert engine["threads"] == "1"  # the fixture's inference_threads: the only count timed
+        assert engine["window_batch_ms"]
+        assert cache.is_file()
+
+    pinned = settings.model_copy(update={"inference_engine": "onnx"})
+    with TestClient(create_app(pinned)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        services.worker = services.new_worker()
+        assert services.worker.load_model()
+        engine = _engine_info(client)
+    assert engine["chosen_by"] == "pinned" and engine["engine"] == "onnx"
+    assert engine["providers"].endswith("CPUExecutionProvider")
