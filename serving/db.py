@@ -8,9 +8,10 @@ concurrently; every connection enforces foreign keys. The schema is every table 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Statement parameters carry patient names and IDs (the worklist's columns): never in
+        # an error message or a log line.
+        engine_kwargs.setdefault("hide_parameters", True)
         if self.is_sqlite:
             engine_kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         else:
@@ -91,11 +95,55 @@ class Database:
 
 #: Columns added to existing tables after their first release: ``create_all`` creates missing
 #: tables only, so a database made by an earlier version gets these by ``ALTER TABLE``.
-_ADDED_COLUMNS = (("jobs", "not_before"),)
+_ADDED_COLUMNS = (
+    ("jobs", "not_before"),
+    ("jobs", "label"),
+    ("studies", "n_instances"),
+    ("studies", "patient_name"),
+    ("studies", "patient_name_key"),
+    ("studies", "patient_id"),
+    ("studies", "accession_number"),
+    ("studies", "study_date"),
+    ("studies", "study_time"),
+    ("studies", "study_description"),
+    ("studies", "modality"),
+)
+
+
+def _count_instances(conn: Connection) -> None:
+    """Each study's stored instances."""
+    conn.execute(
+        text(
+            "UPDATE studies SET n_instances = (SELECT count(*) FROM instances "
+            "WHERE instances.study_id = studies.id) WHERE n_instances IS NULL"
+        )
+    )
+
+
+def _label_jobs(conn: Connection) -> None:
+    """Each ended job's diagnosis label, read from its result JSON."""
+    rows = conn.execute(
+        text("SELECT id, result_json FROM jobs WHERE probability IS NOT NULL AND label IS NULL")
+    ).all()
+    for job_id, result_json in rows:
+        label = (json.loads(result_json or "{}").get("diagnosis") or {}).get("label")
+        conn.execute(
+            text("UPDATE jobs SET label = :label WHERE id = :id"), {"label": label, "id": job_id}
+        )
+
+
+#: How an added column is filled on the rows that existed before it. The studies' header
+#: fields are filled from their stored files by the service at start
+#: (:func:`serving.study_header.describe_stored_studies`), which needs the storage.
+_BACKFILLS: dict[tuple[str, str], Callable[[Connection], None]] = {
+    ("studies", "n_instances"): _count_instances,
+    ("jobs", "label"): _label_jobs,
+}
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """Add the nullable columns of :data:`_ADDED_COLUMNS` that an existing table lacks."""
+    """Add the nullable columns of :data:`_ADDED_COLUMNS` that an existing table lacks, fill
+    them on existing rows, and create the indexes an existing table lacks."""
     inspector = inspect(conn)
     for table_name, column_name in _ADDED_COLUMNS:
         present = {column["name"] for column in inspector.get_columns(table_name)}
@@ -104,6 +152,13 @@ def _add_missing_columns(conn: Connection) -> None:
         column = Base.metadata.tables[table_name].c[column_name]
         kind = column.type.compile(dialect=conn.dialect)
         conn.execute(text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column_name}" {kind}'))
+        if (table_name, column_name) in _BACKFILLS:
+            _BACKFILLS[table_name, column_name](conn)
+    for table in Base.metadata.sorted_tables:
+        indexed = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in indexed:
+                index.create(conn)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

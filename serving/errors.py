@@ -301,6 +301,13 @@ class CsrfError(ForbiddenError):
     code = "ui.csrf_failed"
 
 
+class WorklistDateRangeError(BasiraError):
+    """The worklist's study date range ends before it starts (``date_from`` after
+    ``date_to``)."""
+
+    code = "ui.invalid_date_range"
+
+
 class UserError(BasiraError):
     """A review UI account cannot be created or changed as asked."""
 

@@ -9,12 +9,15 @@ and in the database.
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import select
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,8 +29,11 @@ from serving.errors import DuplicateInstanceError, MultipleStudiesError, StudyMi
 from serving.models import Instance, Study
 from serving.orm import utcnow
 from serving.storage import InstanceStore, SpooledFile
+from serving.study_header import read_study_header
 
 __all__ = ["Door", "IngestReport", "Refusal", "StoredInstance", "expand_archives", "ingest"]
+
+log = logging.getLogger(__name__)
 
 
 class Door(StrEnum):
@@ -128,8 +134,9 @@ def ingest(
             )
         store.check_space(sum(spooled.size_bytes for spooled, _ in judged))
         fresh = _deduplicate(session, tenant_id, judged, report)
-        store.commit_all([spooled for spooled, _ in fresh], tenant_id)
+        paths = store.commit_all([spooled for spooled, _ in fresh], tenant_id)
         _record_all(session, tenant_id, fresh, door, report)
+        _describe_studies(report, fresh, paths)
     finally:
         for spooled, _ in judged:
             spooled.path.unlink(missing_ok=True)
@@ -198,9 +205,32 @@ def _record_all(
             except DuplicateInstanceError as exc:
                 report.refused.append(_refusal(spooled.name, exc, header))
         return
-    for _, header, study in rows:
-        _touch(study)
-        report.stored.append(_stored(header, duplicate=False))
+    added = Counter(study.id for _, _, study in rows)
+    for study in {study.id: study for _, _, study in rows}.values():
+        _touch(study, added[study.id])
+    report.stored.extend(_stored(header, duplicate=False) for _, header, _ in rows)
+
+
+def _describe_studies(
+    report: IngestReport, fresh: list[tuple[SpooledFile, InstanceHeader]], paths: list[Path]
+) -> None:
+    """Record the worklist's header fields on each study that has none yet, read from the
+    first of its instances stored now (one header read per new study, not per instance).
+
+    A header pydicom cannot read here (the fast scanner accepted it) leaves the fields for a
+    later instance to fill: the instance itself is stored all the same.
+    """
+    pending = {uid for uid, study in report.studies.items() if study.patient_id is None}
+    for (_, header), path in zip(fresh, paths, strict=True):
+        uid = header.study_instance_uid
+        if uid not in pending:
+            continue
+        try:
+            read_study_header(path).apply_to(report.studies[uid])
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            log.warning("study header fields not readable: %s", type(exc).__name__)
+            continue
+        pending.discard(uid)
 
 
 def _study_of(
@@ -229,13 +259,16 @@ def _record(
         if existing is None or existing.sha256 != spooled.sha256:
             raise _conflict(spooled, header) from None
         return _stored(header, duplicate=True)
-    _touch(study)
+    _touch(study, 1)
     return _stored(header, duplicate=False)
 
 
-def _touch(study: Study) -> None:
+def _touch(study: Study, n_added: int) -> None:
+    """Note ``n_added`` new instances on ``study``: the count is incremented in SQL, so
+    concurrent requests adding to one study never lose each other's."""
     study.last_received_at = utcnow()
     study.needs_analysis = True
+    study.n_instances = func.coalesce(Study.n_instances, 0) + n_added
 
 
 def _conflict(spooled: SpooledFile, header: InstanceHeader) -> DuplicateInstanceError:

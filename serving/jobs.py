@@ -52,6 +52,8 @@ class JobOutcome:
     model_version: str
     probability: float | None
     n_findings: int
+    #: The diagnosis label (``pipelines.result.DiagnosisLabel``), None without a diagnosis.
+    label: str | None = None
 
 
 def content_sha256(instances: Sequence[Instance]) -> str:
@@ -286,6 +288,7 @@ def finish_job(session: Session, job_id: str, worker_id: str, outcome: JobOutcom
     job.model_name = outcome.model_name
     job.model_version = outcome.model_version
     job.probability = outcome.probability
+    job.label = outcome.label
     job.n_findings = outcome.n_findings
     job.finished_at = utcnow()
     _notify(session, job)

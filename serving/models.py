@@ -9,7 +9,7 @@ DICOM files themselves live in :mod:`serving.storage`.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -43,6 +44,13 @@ __all__ = [
 ]
 
 UID = String(64)
+
+
+def _prefix_searchable(length: int) -> String:
+    """A string column the worklist searches by prefix, compared byte by byte (the "C"
+    collation on PostgreSQL, SQLite's default BINARY): a range ``[q, q⁺)`` on its B-tree index
+    then finds exactly the values starting with ``q``, in either database."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 def new_id() -> str:
@@ -122,10 +130,23 @@ class ApiKey(Base):
 
 
 class Study(Base):
-    """A study a tenant sent, by any way in."""
+    """A study a tenant sent, by any way in, with the header fields its worklist row shows.
+
+    The patient and study identifiers come from the first stored instance's header
+    (:mod:`serving.study_header`); they are read by the tenant's signed-in users only and never
+    logged. ``patient_name_key`` is the name folded for prefix search (upper case, PN
+    separators as spaces).
+    """
 
     __tablename__ = "studies"
-    __table_args__ = (UniqueConstraint("tenant_id", "study_instance_uid"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "study_instance_uid"),
+        Index("ix_studies_tenant_patient_id", "tenant_id", "patient_id"),
+        Index("ix_studies_tenant_patient_name", "tenant_id", "patient_name_key"),
+        Index("ix_studies_tenant_accession", "tenant_id", "accession_number"),
+        Index("ix_studies_tenant_study_date", "tenant_id", "study_date", "study_time"),
+        Index("ix_studies_tenant_created", "tenant_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -134,6 +155,18 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: New instances arrived since the last job was queued (the quiet-period scheduler's cue).
     needs_analysis: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Instances stored for the study (duplicates not counted).
+    n_instances: Mapped[int | None] = mapped_column(Integer, default=0)
+    #: DICOM PN as sent (``FAMILY^GIVEN``), alphabetic group.
+    patient_name: Mapped[str | None] = mapped_column(String(200))
+    patient_name_key: Mapped[str | None] = mapped_column(_prefix_searchable(200))
+    patient_id: Mapped[str | None] = mapped_column(_prefix_searchable(64))
+    accession_number: Mapped[str | None] = mapped_column(_prefix_searchable(16))
+    study_date: Mapped[date | None] = mapped_column(Date)
+    #: DICOM TM as sent (``HHMMSS.FFFFFF``, any prefix of it), sorts in time order.
+    study_time: Mapped[str | None] = mapped_column(String(16))
+    study_description: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
 
 
 class Instance(Base):
@@ -163,6 +196,7 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "study_id", "content_sha256"),
         Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_tenant_study_created", "tenant_id", "study_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -189,6 +223,8 @@ class Job(Base):
     model_name: Mapped[str | None] = mapped_column(String(100))
     model_version: Mapped[str | None] = mapped_column(String(50))
     probability: Mapped[float | None]
+    #: The result's diagnosis label (``pipelines.result.DiagnosisLabel``), None without one.
+    label: Mapped[str | None] = mapped_column(String(32))
     n_findings: Mapped[int | None]
 
     study: Mapped[Study] = relationship()

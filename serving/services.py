@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipelines.dicom.archive import ArchiveLimits
-from pipelines.result import ModelInfo
+from pipelines.result import EngineRuntime, ModelInfo
 from serving.audit import Auditor
 from serving.db import Database
 from serving.metrics import ServiceMetrics
 from serving.ratelimit import RateLimiter, make_rate_limiter
 from serving.settings import Settings
 from serving.storage import InstanceStore
+from serving.study_header import describe_stored_studies
 
 if TYPE_CHECKING:
     from serving.worker import Worker
@@ -34,13 +35,15 @@ class Services:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
 
     def __post_init__(self) -> None:
-        self.metrics.watch(self.db, self.loaded_model)
+        self.metrics.watch(self.db, self.loaded_model, self.loaded_runtime)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         db = Database(settings.resolved_database_url)
         db.create_schema()
         store = InstanceStore(settings.resolved_storage_dir, min_free_bytes=settings.min_free_bytes)
+        with db.session() as session:
+            describe_stored_studies(session, store)
         limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.redis_url)
         return cls(settings, db, store, Auditor(db), limiter)
 
@@ -57,6 +60,12 @@ class Services:
         if self.worker is None or self.worker.model is None:
             return None
         return self.worker.model.info
+
+    def loaded_runtime(self) -> EngineRuntime | None:
+        """How this process's worker runs its model (None: no worker here, or not loaded yet)."""
+        if self.worker is None or self.worker.model is None:
+            return None
+        return self.worker.model.runtime
 
     def new_worker(self) -> Worker:
         """A worker on this service's database and storage whose finished jobs feed metrics."""

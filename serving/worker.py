@@ -101,8 +101,10 @@ class Worker:
     def load_model(self) -> bool:
         try:
             choice = EngineChoice(
+                kind=self.settings.inference_engine,
                 threads=self.settings.inference_threads,
                 providers=self.settings.inference_providers or None,
+                cache=self.settings.resolved_engine_cache,
             )
             self.model = load_model(self.settings.model_dir, choice)
         except BasiraError as exc:
@@ -110,7 +112,15 @@ class Worker:
             log.error("model not loaded: %s (%s)", exc.code, exc.message)
             return False
         self.model_error = None
-        log.info("model %s %s loaded", self.model.info.name, self.model.info.version)
+        runtime = self.model.runtime
+        log.info(
+            "model %s %s loaded on %s (%s, on %s)",
+            self.model.info.name,
+            self.model.info.version,
+            runtime.chosen.label,
+            runtime.chosen_by.value,
+            runtime.cpu.summary(),
+        )
         return True
 
     def tick(self) -> bool:
@@ -197,6 +207,7 @@ class Worker:
             model_version=result.model.version,
             probability=diagnosis.probability if diagnosis else None,
             n_findings=len(result.findings),
+            label=diagnosis.label.value if diagnosis else None,
         )
 
     def _refused(self, job: Job, exc: BasiraError, out_dir: Path) -> jobs.JobOutcome:

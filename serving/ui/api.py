@@ -3,16 +3,18 @@ feedback, sign-off and the review SR. Session cookie auth; writes need the CSRF 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from pipelines.result import DiagnosisLabel
 from serving.audit import list_events
 from serving.deps import ServicesDep, SessionDep
 from serving.errors import ForbiddenError, ResultNotReadyError
@@ -22,6 +24,7 @@ from serving.schemas import StudyUID
 from serving.services import Services
 from serving.ui.deps import RadiologistDep, UiStateDep, UserDep, ui_audit
 from serving.ui.models import Role
+from serving.ui.planes import Plane, encode_plane
 from serving.ui.review_sr import review_sr_bytes
 from serving.ui.reviews import (
     FeedbackCreate,
@@ -31,7 +34,13 @@ from serving.ui.reviews import (
     sign_off,
 )
 from serving.ui.viewer import SeriesView, encode_slice, series_metadata
-from serving.ui.worklist import WorkStatus, worklist
+from serving.ui.worklist import (
+    SortOrder,
+    WorklistFilter,
+    WorklistSort,
+    WorkStatus,
+    worklist,
+)
 
 router = APIRouter(prefix="/ui/api", tags=["ui"], include_in_schema=False)
 
@@ -52,18 +61,48 @@ def _job(session: Session, tenant_id: str, study_uid: str) -> Job:
     return job
 
 
+class WorklistQuery(BaseModel):
+    """The worklist's query parameters (see :class:`~serving.ui.worklist.WorklistFilter`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: WorkStatus | None = None
+    label: DiagnosisLabel | None = None
+    q: str = Field(default="", max_length=64)
+    patient_id: str = Field(default="", max_length=64)
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    sort: WorklistSort = WorklistSort.SUSPICION
+    order: SortOrder = SortOrder.ASC
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
 @router.get("/worklist")
 def get_worklist(
     request: Request,
     user: UserDep,
     services: ServicesDep,
     session: SessionDep,
-    status: WorkStatus | None = None,
-    q: Annotated[str, Field(max_length=64)] = "",
-) -> list[dict[str, Any]]:
-    """The hospital's studies, most suspicious first."""
+    query: Annotated[WorklistQuery, Query()],
+) -> dict[str, Any]:
+    """One page of the hospital's studies, most suspicious first unless sorted otherwise,
+    with patient identifiers (this hospital's signed-in users only; the audit event records
+    the read, never the search)."""
+    where = WorklistFilter(
+        query.status, query.label, query.q, query.patient_id, query.date_from, query.date_to
+    )
     with services.auditor.audited(ui_audit(user, request, "ui.worklist.read")):
-        return [row.to_dict() for row in worklist(session, user.tenant_id, status=status, search=q)]
+        page = worklist(
+            session,
+            user.tenant_id,
+            where,
+            sort=query.sort,
+            order=query.order,
+            offset=query.offset,
+            limit=query.limit,
+        )
+        return page.to_dict()
 
 
 async def _view(
@@ -89,6 +128,7 @@ async def get_metadata(
     fields shown on screen (read from the stored DICOM now, kept nowhere)."""
     with services.auditor.audited(ui_audit(user, request, "ui.study.open", study_uid)):
         job, view = await _view(services, ui, user.tenant_id, study_uid)
+        ui.volumes.warm(job.id, view)
         return {"study_instance_uid": study_uid, **series_metadata(view, job)}
 
 
@@ -114,6 +154,34 @@ async def get_slice(
     headers = {"Cache-Control": SLICE_CACHE, "Vary": "Accept-Encoding, Cookie"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/studies/{study_uid}/planes/{plane}/{index}")
+async def get_plane(
+    study_uid: StudyUID,
+    plane: Plane,
+    index: Annotated[int, PathParam(ge=0, le=100_000)],
+    user: UserDep,
+    services: ServicesDep,
+    ui: UiStateDep,
+    slab_mm: Annotated[float, Query(ge=0, le=50)] = 0,
+) -> Response:
+    """Image ``index`` of ``plane`` (coronal ``[k, i]`` at j, sagittal ``[k, j]`` at i, axial
+    ``[j, i]`` at k), the maximum over a slab ``slab_mm`` thick centred there when given, as
+    gzipped little-endian int16 HU, cut from the series volume (decoded once per series).
+    Covered by the study's ``ui.study.open`` audit event, as slices are."""
+
+    def encoded() -> bytes:
+        job, view = _load_view(services, ui, user.tenant_id, study_uid)
+        return encode_plane(ui.volumes.get(job.id, view), view, plane, index, slab_mm)
+
+    body = await run_in_threadpool(encoded)
+    headers = {
+        "Cache-Control": SLICE_CACHE,
+        "Vary": "Accept-Encoding, Cookie",
+        "Content-Encoding": "gzip",
+    }
     return Response(body, media_type="application/octet-stream", headers=headers)
 
 

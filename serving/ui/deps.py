@@ -8,7 +8,7 @@ which send the browser to the sign-in page (:class:`SignInRedirect`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +19,7 @@ from serving.deps import ServicesDep, client_address
 from serving.errors import ForbiddenError, SessionRequiredError
 from serving.ratelimit import RateLimiter
 from serving.ui.models import Role
+from serving.ui.planes import VolumeCache
 from serving.ui.sessions import COOKIE_NAME, CSRF_HEADER, SignedIn, check_csrf, resolve_session
 from serving.ui.viewer import SeriesCache
 
@@ -37,11 +38,13 @@ __all__ = [
 
 @dataclass
 class UiState:
-    """What the UI keeps per app: templates, series layouts, the login rate limiter."""
+    """What the UI keeps per app: templates, series layouts, decoded volumes (for the coronal
+    and sagittal planes and slabs), the login rate limiter."""
 
     templates: Jinja2Templates
     series: SeriesCache
     login_limiter: RateLimiter
+    volumes: VolumeCache = field(default_factory=VolumeCache)
 
 
 def get_ui_state(request: Request) -> UiState:

@@ -29,7 +29,14 @@ from pipelines.dicom.slices import SeriesLayout, read_series_layout, read_slice_
 from serving.models import Instance, Job
 from serving.storage import InstanceStore
 
-__all__ = ["SeriesCache", "SeriesView", "encode_slice", "hu_int16", "series_metadata"]
+__all__ = [
+    "SeriesCache",
+    "SeriesView",
+    "encode_slice",
+    "gzip_bytes",
+    "hu_int16",
+    "series_metadata",
+]
 
 #: HU are sent as int16: half the bytes of float32, and what CT stores anyway.
 _HU_MIN, _HU_MAX = -32768, 32767
@@ -117,8 +124,11 @@ def encode_slice(view: SeriesView, k: int, *, gzipped: bool = True) -> bytes:
     so full deflate compresses a slice hardly better for markedly more time.
     """
     raw = hu_int16(read_slice_hu(view.layout, k)).tobytes()
-    if not gzipped:
-        return raw
+    return gzip_bytes(raw) if gzipped else raw
+
+
+def gzip_bytes(raw: bytes) -> bytes:
+    """``raw`` in a gzip container, Huffman-only (see :func:`encode_slice`)."""
     gzip_stream = zlib.compressobj(1, zlib.DEFLATED, _GZIP_WBITS, 8, zlib.Z_HUFFMAN_ONLY)
     return gzip_stream.compress(raw) + gzip_stream.flush()
 

@@ -146,12 +146,13 @@ def test_worklist_lists_the_analysed_study_with_ai_result(
     ui_client: TestClient, analysed: Analysed
 ) -> None:
     login(ui_client, analysed.hospital.name, "rad")
-    rows = ui_client.get("/ui/api/worklist").json()
+    rows = ui_client.get("/ui/api/worklist").json()["rows"]
     assert [r["study_instance_uid"] for r in rows] == [analysed.study_uid]
     assert rows[0]["status"] == "new"
     assert rows[0]["probability"] is not None
-    assert ui_client.get("/ui/api/worklist", params={"status": "signed"}).json() == []
-    assert ui_client.get("/ui/api/worklist", params={"q": "9.9.9"}).json() == []
+    assert rows[0]["label"] in ("tumour_suspected", "no_tumour_suspected")
+    assert ui_client.get("/ui/api/worklist", params={"status": "signed"}).json()["rows"] == []
+    assert ui_client.get("/ui/api/worklist", params={"q": "9.9.9"}).json()["rows"] == []
 
 
 def test_another_hospitals_user_sees_nothing(
@@ -160,7 +161,7 @@ def test_another_hospitals_user_sees_nothing(
     other = make_tenant(ui_settings, "Clinique du Parc")
     add_user(ui_settings, other.name, "rad", Role.RADIOLOGIST)
     login(ui_client, other.name, "rad")
-    assert ui_client.get("/ui/api/worklist").json() == []
+    assert ui_client.get("/ui/api/worklist").json()["rows"] == []
     meta = ui_client.get(f"/ui/api/studies/{analysed.study_uid}/meta")
     assert meta.status_code == 404 and meta.json()["code"] == "study.not_found"
     assert ui_client.get(f"/ui/api/studies/{analysed.study_uid}/slices/0").status_code == 404

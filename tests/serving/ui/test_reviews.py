@@ -68,7 +68,7 @@ def test_feedback_is_stored_with_user_model_and_time_then_signoff_locks(
     actions = [(row["action"], row["user"]) for row in review["feedback"]]
     assert actions[-2:] == [("add", "rad"), ("comment", "rad")]
     assert all(row["model_name"] == "lung-nodule-unet" and row["at"] for row in review["feedback"])
-    assert ui_client.get("/ui/api/worklist").json()[0]["status"] == "in_review"
+    assert ui_client.get("/ui/api/worklist").json()["rows"][0]["status"] == "in_review"
 
     signed = _post(ui_client, uid, csrf, "signoff", {"impression": "One 7 mm nodule, follow up."})
     assert signed.json() == {"status": "signed", "locked": True}
@@ -78,7 +78,7 @@ def test_feedback_is_stored_with_user_model_and_time_then_signoff_locks(
         _post(ui_client, uid, csrf, "signoff", {"impression": "x"}).json()["code"]
         == "review.locked"
     )
-    assert ui_client.get("/ui/api/worklist").json()[0]["status"] == "signed"
+    assert ui_client.get("/ui/api/worklist").json()["rows"][0]["status"] == "signed"
 
 
 def test_signed_review_exports_as_comprehensive_3d_sr_with_the_radiologist(
