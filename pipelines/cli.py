@@ -73,9 +73,10 @@ def _register_commands() -> None:
 
     app.add_typer(dataset_app, name="dataset")
     app.command("prepare")(prepare_command)
-    from pipelines.training.commands import train_command
+    from pipelines.training.commands import stage2_app, train_command
 
     app.command("train")(train_command)
+    app.add_typer(stage2_app, name="stage2")
     from pipelines.evaluation.commands import calibrate_command, evaluate_command
 
     app.command("evaluate")(evaluate_command)

@@ -20,10 +20,10 @@ PACKAGES = ("pipelines", "serving")
 #: A unit is a top-level module (``pipelines.bundle``) or a subpackage (``pipelines.dicom``).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipelines.errors",),
-    ("pipelines.config",),
+    ("pipelines.config", "pipelines.cpu"),
     ("pipelines.volume", "pipelines.networks", "pipelines.result"),
     ("pipelines.transforms", "pipelines.findings"),
-    ("pipelines.candidates",),
+    ("pipelines.candidates", "pipelines.patches"),
     ("pipelines.dicom",),
     ("pipelines.datasets",),
     ("pipelines.synth",),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -67,3 +67,156 @@ def train_command(  # noqa: PLR0913 -- typer maps each CLI option to a parameter
             f"at epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}, "
             f"{inserted} synthetic lesions inserted"
         )
+
+
+stage2_app = typer.Typer(
+    help="Stage 2 of the two-stage detector: a classifier of stage-1 nodule candidates.",
+    no_args_is_help=True,
+)
+
+_Data = Annotated[Path, typer.Option("--data", help="Folder holding prepared.json.")]
+_Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
+_Candidates = Annotated[
+    Path, typer.Option("--candidates", help="JSON of stage-1 candidates (stage2 candidates).")
+]
+
+
+@stage2_app.command("candidates")
+def stage2_candidates_command(
+    data: _Data,
+    out: Annotated[Path, typer.Option("--out", help="JSON to write (kept cases are reused).")],
+    split: Annotated[
+        str | None, typer.Option("--split", help="Only this split (default: every case).")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes.")] = 1,
+    max_candidates: Annotated[
+        int, typer.Option("--max", min=1, help="Candidates kept a scan.")
+    ] = 400,
+) -> None:
+    """Find the stage-1 candidates of every prepared case once, for training and evaluation."""
+    from rich.progress import Progress
+
+    from pipelines.candidates import CandidateConfig
+    from pipelines.datasets.manifest import Split
+    from pipelines.datasets.prepare import cases_of_split, read_prepared_index
+    from pipelines.training.stage2 import cache_candidates
+
+    index = read_prepared_index(data)
+    cases = index.cases if split is None else cases_of_split(index, Split(split))
+    with Progress() as progress:
+        task = progress.add_task("candidates", total=len(cases))
+        found = cache_candidates(
+            data,
+            cases,
+            out,
+            CandidateConfig(max_candidates=max_candidates),
+            workers,
+            on_case=lambda _case: progress.advance(task),
+        )
+    typer.echo(f"{out}: candidates of {len(found)} cases")
+
+
+def _stage2_cases(data: Path, split: str, candidates: Path, budget: int) -> list[Any]:
+    import json
+
+    from rich.progress import track
+
+    from pipelines.datasets.manifest import Split
+    from pipelines.datasets.prepare import (
+        cases_of_split,
+        read_prepared_index,
+        source_slice_thicknesses,
+    )
+    from pipelines.training.stage2 import PatchSpec, load_stage2_case
+
+    index = read_prepared_index(data)
+    found = json.loads(candidates.read_text(encoding="utf-8"))
+    thickness = source_slice_thicknesses(data)
+    return [
+        load_stage2_case(
+            data, case, found[case.case_id], PatchSpec(), budget, thickness.get(case.case_id)
+        )
+        for case in track(cases_of_split(index, Split(split)), description=f"load {split}")
+    ]
+
+
+@stage2_app.command("train")
+def stage2_train_command(
+    data: _Data,
+    candidates: _Candidates,
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumes its checkpoint).")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 1500,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="torch CPU threads.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Train the candidate classifier on the train split (real, inserted and hard negatives)."""
+    from rich.progress import Progress
+
+    from pipelines.datasets.prepare import read_prepared_index
+    from pipelines.training.stage2 import Stage2Config, train_stage2
+
+    config = Stage2Config(steps=steps, seed=seed)
+    cases = _stage2_cases(data, "train", candidates, config.negative_budget)
+    preprocess = read_prepared_index(data).config.preprocess
+    with Progress() as progress:
+        task = progress.add_task("steps", total=steps)
+        run = train_stage2(
+            cases,
+            config,
+            out,
+            preprocess,
+            threads=threads,
+            on_step=lambda step, _loss: progress.update(task, completed=step),
+        )
+    typer.echo(
+        f"{out}: {run.steps} steps, {run.patches} patches, {run.inserted_lesions} distinct "
+        f"inserted lesions, {run.patches / max(run.seconds, 1e-9):.1f} patches/s"
+    )
+
+
+@stage2_app.command("evaluate")
+def stage2_evaluate_command(
+    data: _Data,
+    candidates: _Candidates,
+    run: Annotated[Path, typer.Option("--run", help="Run folder of stage2 train.")],
+    out: Annotated[Path, typer.Option("--out", help="Metrics JSON to write.")],
+    split: _Split = "val",
+    budgets: Annotated[
+        str, typer.Option("--budgets", help="Comma-separated candidates a scan to score.")
+    ] = "100,200,400",
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="torch CPU threads.")
+    ] = None,
+) -> None:
+    """Score the first candidates of every case of a split; FROC, lesion-free and study figures."""
+    import json
+
+    import torch
+
+    from pipelines.training.stage2 import (
+        Stage2Config,
+        detections_of,
+        evaluate_stage2,
+        load_classifier,
+        score_case,
+    )
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    sizes = sorted({int(b) for b in budgets.split(",") if b.strip()})
+    config = Stage2Config()
+    model = load_classifier(run, config)
+    cases = _stage2_cases(data, split, candidates, max(sizes))
+    scored = [(case, score_case(model, case, config.patch)) for case in cases]
+    report: dict[str, Any] = {}
+    for size in sizes:
+        detections = [detections_of(case, scores, size) for case, scores in scored]
+        report[str(size)] = evaluate_stage2(detections, [case.lesions for case in cases])
+        groups = report[str(size)]["groups"]
+        typer.echo(
+            f"budget {size}: CPM {groups['all']['cpm']['value']:.3f}, "
+            f"sensitivity at 1 FP {groups['all']['sensitivity_at_1fp']['value']:.3f}"
+        )
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
