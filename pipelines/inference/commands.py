@@ -14,6 +14,16 @@ if TYPE_CHECKING:
 
 #: Exit code when at least one study ended ``failed`` (its result JSON says why).
 EXIT_STUDY_FAILED = 1
+#: where ``basira predict`` and ``basira models tune`` keep the engine measured fastest
+EngineCacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--engine-cache",
+        envvar="BASIRA_ENGINE_CACHE",
+        help="JSON file of engine choices by CPU and model "
+        "[$XDG_CACHE_HOME/basira/engine-choice.json].",
+    ),
+]
 
 
 class _ProgressBar:
@@ -108,15 +118,7 @@ def predict_command(  # noqa: PLR0913 -- typer maps each CLI option to a paramet
             "CPUExecutionProvider [auto: each installed one is measured].",
         ),
     ] = None,
-    engine_cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--engine-cache",
-            envvar="BASIRA_ENGINE_CACHE",
-            help="JSON file of engine choices by CPU and model "
-            "[$XDG_CACHE_HOME/basira/engine-choice.json].",
-        ),
-    ] = None,
+    engine_cache: EngineCacheOption = None,
 ) -> None:
     """Analyse CT studies: one result JSON per study, plus SEG/SR/FHIR/key images if asked."""
     from pipelines.inference.predict import DEFAULT_RELEASE, predict_inputs

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from pipelines.inference.commands import EngineCacheOption
+
 models_app = typer.Typer(
     name="models",
     help="Register, list and promote models (MLflow registry, 'production' alias).",
@@ -153,15 +155,7 @@ def tune_command(
             "--providers", help="Time only ONNX Runtime with these providers, comma-separated."
         ),
     ] = None,
-    engine_cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--engine-cache",
-            envvar="BASIRA_ENGINE_CACHE",
-            help="JSON file of engine choices by CPU and model "
-            "[$XDG_CACHE_HOME/basira/engine-choice.json].",
-        ),
-    ] = None,
+    engine_cache: EngineCacheOption = None,
     rounds: Annotated[
         int, typer.Option("--rounds", min=1, help="Timed runs per candidate (median kept).")
     ] = 5,

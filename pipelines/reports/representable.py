@@ -64,7 +64,9 @@ def representable_findings(
     centre, diameter, volume and confidence are finite numbers. The returned mask has the
     voxels of left-out findings cleared, so no output can show a label without its finding.
     """
-    counts = np.bincount(np.asarray(mask_kji, dtype=np.uint8).ravel(), minlength=256)
+    mask_u8 = np.asarray(mask_kji, dtype=np.uint8)
+    # counted over the labelled voxels only: a few thousand, where the whole series is ~65 M
+    counts = np.bincount(mask_u8[mask_u8 != 0], minlength=256)
     kept: list[Finding] = []
     left_out: list[LeftOutFinding] = []
     for finding in sorted(findings, key=lambda f: f.id):
