@@ -12,7 +12,7 @@ BENCHMARKS = {
     "dicom_read": "DICOM series read (float32 HU volume)",
     "synth": "Synthetic study generation",
     "prepare": "Prepare one study (read + preprocess + cache)",
-    "train": "Training throughput on CPU (shipped bundle: train step vs forward, epoch, window)",
+    "train": "Training throughput on CPU (shipped bundle and stage 2: train step vs forward)",
     "predict": "Predict one study (DICOM to all outputs)",
     "service": "Service under load (8 clients on loopback)",
     "ui": "Review viewer in Chromium (first image, scrolling; 512×512×300 series)",

@@ -1,4 +1,4 @@
-"""Training throughput on CPU for the shipped bundle (``models/lung-nodule-unet``).
+"""Training throughput on CPU for the shipped bundle (``models/lung-nodule-unet``) and stage 2.
 
 A train step as ``pipelines.training.loop`` runs it (forward, the bundle's loss, backward,
 AdamW step) on ``batch_size x patches_per_case`` random patches of the bundle's patch size,
@@ -15,6 +15,11 @@ preprocessing prepares as ``basira prepare`` would: the bundle's training transf
 case's patches with lesion insertion, against the same transform without it (the baseline), and
 the distinct lesions a training hour inserts: lesions per patch times the patches a second of a
 step whose loader and train step share the CPU.
+
+Stage 2 of the two-stage detector (``basira stage2 train``) on the same study: the candidate
+classifier's train step on one batch of two-scale patches against its own forward pass (the
+baseline of those rows), the sampler drawing a batch (real lesions, lesions inserted beside
+stage-1 candidates, negatives), and the distinct lesions an hour of step plus sampler inserts.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pipelines.networks import build_network
 from pipelines.training.data import build_train_transform
 from pipelines.training.insertion import INSERTED_KEY, THICKNESS_KEY
 from pipelines.training.losses import build_loss
+from pipelines.training.stage2 import Stage2Config
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "lung-nodule-unet" / "bundle.yaml"
 N_CASES = 100  # the bundle's time budget: about 100 training studies
@@ -109,28 +115,43 @@ def _train_step_timings(bundle: Bundle, network: nn.Module, repeats: int) -> tup
 
 def _prepared_case(quick: bool) -> dict[str, Any]:
     """One synthetic study rendered in memory and preprocessed as ``basira prepare`` does:
-    ``{"image", "label", slice thickness}`` as the training dataset hands it to the transform."""
+    ``image`` and ``label`` ``[k, j, i]``, ``affine_lps``, ``lesions`` (with ``center_ijk`` on
+    the prepared grid) and the source slice thickness, as the prepared cache holds them."""
     from pipelines.synth.config import SynthConfig
     from pipelines.synth.study import generate_study
     from pipelines.transforms import PreprocessConfig, preprocess_label, preprocess_volume
     from pipelines.volume import Provenance, Volume
 
     config = SynthConfig(matrix_size=128, slice_count=(40, 60)) if quick else SynthConfig()
-    study = generate_study(config, seed=0, index=3)
+    study = generate_study(config, seed=0, index=1)  # it holds lesions: stage 2 draws them
     volume = Volume(study.volume_hu, study.affine_lps, Provenance(source_format="synthetic"))
     prepared = preprocess_volume(volume, PreprocessConfig())
-    label = preprocess_label(study.label, prepared.geometry)
+    geometry = prepared.geometry
     return {
-        "image": prepared.array[None].astype(np.float32),
-        "label": label[None].astype(np.float32),
+        "image": prepared.array.astype(np.float32),
+        "label": preprocess_label(study.label, geometry),
+        "affine_lps": geometry.affine_lps,
+        "lesions": [
+            {
+                **lesion.model_dump(mode="json"),
+                "center_ijk": list(geometry.lps_to_output_ijk(np.asarray(lesion.center_lps_mm))),
+            }
+            for lesion in study.lesions
+        ],
         THICKNESS_KEY: study.protocol.slice_thickness_mm,
     }
 
 
-def _loader_timings(bundle: Bundle, quick: bool, repeats: int) -> tuple[float, float, float]:
+def _loader_timings(
+    bundle: Bundle, prepared: dict[str, Any], repeats: int
+) -> tuple[float, float, float]:
     """Median seconds to cut one case's patches without and with insertion, and the lesions
     inserted per patch (mean over every timed call)."""
-    case = _prepared_case(quick)
+    case = {
+        "image": prepared["image"][None],
+        "label": prepared["label"][None].astype(np.float32),
+        THICKNESS_KEY: prepared[THICKNESS_KEY],
+    }
     augmentation = bundle.augmentation
     off = augmentation.model_copy(
         update={"insertion": augmentation.insertion.model_copy(update={"probability": 0.0})}
@@ -150,6 +171,62 @@ def _loader_timings(bundle: Bundle, quick: bool, repeats: int) -> tuple[float, f
         [lambda: cut(plain, False), lambda: cut(inserting, True)], repeats * 4
     )
     return plain_s, inserting_s, float(np.mean(counts))
+
+
+def _stage2_timings(prepared: dict[str, Any], repeats: int) -> tuple[float, float, float, float]:
+    """Stage 2 of the two-stage detector (``pipelines.training.stage2``) on the same study: median
+    seconds of the classifier's forward pass and of its train step on one batch, of the sampler
+    drawing one batch (real, inserted and negative patches around the study's stage-1
+    candidates), and the lesions the sampler inserts a batch."""
+    from pipelines.candidates import CandidateConfig, find_candidates
+    from pipelines.training.stage2 import (
+        CandidateClassifier,
+        Stage2Config,
+        Stage2Sampler,
+        stage2_case,
+    )
+    from pipelines.transforms import PreprocessConfig
+
+    config = Stage2Config()
+    found = find_candidates(
+        prepared["image"],
+        prepared["affine_lps"],
+        CandidateConfig(max_candidates=config.negative_budget),
+    )
+    case = stage2_case(
+        "benchmark",
+        prepared,
+        [candidate.to_dict() for candidate in found],
+        config.patch,
+        config.negative_budget,
+        prepared[THICKNESS_KEY],
+    )
+    sampler = Stage2Sampler([case], config, PreprocessConfig(), np.random.default_rng(0))
+    patches, labels, _ = sampler.batch()
+    images, targets = torch.from_numpy(patches), torch.from_numpy(labels)
+    model = CandidateClassifier(config.channels)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def forward() -> None:
+        model.eval()
+        with torch.inference_mode():
+            model(images)
+
+    def train_step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(images), targets).backward()
+        optimizer.step()
+
+    drawn = [0, sampler.inserted]
+
+    def draw() -> None:
+        sampler.batch()
+        drawn[0] += 1
+
+    forward_s, step_s, draw_s = _interleaved_medians([forward, train_step, draw], repeats)
+    return forward_s, step_s, draw_s, (sampler.inserted - drawn[1]) / drawn[0]
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -176,7 +253,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     threads = torch.get_num_threads()
     epoch_patches = N_CASES * training.patches_per_case
     per_window_ratio = (window_s / n_windows) / (forward_s / n_patches)
-    plain_s, inserting_s, per_patch = _loader_timings(bundle, quick, repeats)
+    prepared = _prepared_case(quick)
+    plain_s, inserting_s, per_patch = _loader_timings(bundle, prepared, repeats)
+    s2_forward_s, s2_step_s, s2_draw_s, s2_inserted = _stage2_timings(prepared, repeats)
+    s2_batch = Stage2Config().batch_size
+    s2_patch = "x".join(map(str, Stage2Config().patch.shape_kji))
+    s2_input = f"{s2_batch} x 2 x {s2_patch}"
+    s2_per_hour = s2_inserted / (s2_step_s + s2_draw_s) * 3600
     cases_per_step = training.batch_size
     step_with_loader_s = step_s + cases_per_step * inserting_s
     lesions_per_hour = per_patch * n_patches / step_with_loader_s * 3600
@@ -195,6 +278,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
          f"{ppc} patches", inserting_s, ppc, None),
         (f"step + its loader on one CPU: {lesions_per_hour:,.0f} distinct lesions an hour",
          batch, step_with_loader_s, n_patches, None),
+        ("stage 2: classifier forward only (its baseline)", s2_input, s2_forward_s, s2_batch,
+         1.0),
+        ("stage 2: train step", s2_input, s2_step_s, s2_batch, s2_step_s / s2_forward_s),
+        (f"stage 2: sampler draws a batch ({s2_inserted:.1f} inserted lesions)", s2_input,
+         s2_draw_s, s2_batch, None),
+        (f"stage 2: step + sampler on one CPU: {s2_per_hour:,.0f} distinct lesions an hour",
+         s2_input, s2_step_s + s2_draw_s, s2_batch, None),
     ]  # fmt: skip
     return [
         {

@@ -177,7 +177,7 @@ def stage2_train_command(
 
 
 @stage2_app.command("evaluate")
-def stage2_evaluate_command(
+def stage2_evaluate_command(  # noqa: PLR0913 -- typer maps each CLI option to a parameter
     data: _Data,
     candidates: _Candidates,
     run: Annotated[Path, typer.Option("--run", help="Run folder of stage2 train.")],
@@ -186,6 +186,14 @@ def stage2_evaluate_command(
     budgets: Annotated[
         str, typer.Option("--budgets", help="Comma-separated candidates a scan to score.")
     ] = "100,200,400",
+    proposals: Annotated[
+        Path | None,
+        typer.Option(
+            "--proposals",
+            help="predictions.json of basira evaluate on the same split: its findings are "
+            "scored by stage 2 as well, beside each budget's candidates.",
+        ),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="torch CPU threads.")
     ] = None,
@@ -193,14 +201,16 @@ def stage2_evaluate_command(
     """Score the first candidates of every case of a split; FROC, lesion-free and study figures."""
     import json
 
+    import numpy as np
     import torch
 
+    from pipelines.evaluation.predictions import read_predictions
     from pipelines.training.stage2 import (
         Stage2Config,
         detections_of,
         evaluate_stage2,
         load_classifier,
-        score_case,
+        score_points,
     )
 
     if threads is not None:
@@ -209,14 +219,42 @@ def stage2_evaluate_command(
     config = Stage2Config()
     model = load_classifier(run, config)
     cases = _stage2_cases(data, split, candidates, max(sizes))
-    scored = [(case, score_case(model, case, config.patch)) for case in cases]
+    found = (
+        {case.case_id: case.findings for case in read_predictions(proposals).cases}
+        if proposals is not None
+        else {}
+    )
+    scored = []
+    for case in cases:
+        findings = found.get(case.case_id, [])
+        extra_kji = np.array([f.center_ijk[::-1] for f in findings], np.float64).reshape(-1, 3)
+        extra_lps = np.array([f.center_lps_mm for f in findings], np.float64).reshape(-1, 3)
+        scored.append(
+            (
+                case,
+                score_points(model, case, case.candidates_kji, config.patch),
+                extra_lps,
+                score_points(model, case, extra_kji, config.patch),
+            )
+        )
     report: dict[str, Any] = {}
     for size in sizes:
-        detections = [detections_of(case, scores, size) for case, scores in scored]
-        report[str(size)] = evaluate_stage2(detections, [case.lesions for case in cases])
-        groups = report[str(size)]["groups"]
-        typer.echo(
-            f"budget {size}: CPM {groups['all']['cpm']['value']:.3f}, "
-            f"sensitivity at 1 FP {groups['all']['sensitivity_at_1fp']['value']:.3f}"
-        )
+        for with_proposals in (False, True) if proposals is not None else (False,):
+            detections = [
+                detections_of(
+                    case,
+                    scores,
+                    size,
+                    extra_lps if with_proposals else None,
+                    extra if with_proposals else None,
+                )
+                for case, scores, extra_lps, extra in scored
+            ]
+            key = f"{size}+proposals" if with_proposals else str(size)
+            report[key] = evaluate_stage2(detections, [case.lesions for case in cases])
+            groups = report[key]["groups"]
+            typer.echo(
+                f"budget {key}: CPM {groups['all']['cpm']['value']:.3f}, "
+                f"sensitivity at 1 FP {groups['all']['sensitivity_at_1fp']['value']:.3f}"
+            )
     out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

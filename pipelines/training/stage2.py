@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -196,9 +196,23 @@ def load_stage2_case(
     budget: int,
     slice_thickness_mm: float | None = None,
 ) -> Stage2Case:
-    """Read a prepared case with its first ``budget`` candidates, marking those near a lesion."""
+    """Read a prepared case with its first ``budget`` candidates (see :func:`stage2_case`)."""
     raw = load_prepared_case(data_dir / case.cache)
-    lesions, lesion_kji = _lesions(raw["lesions"])
+    return stage2_case(case.case_id, raw, candidates, spec, budget, slice_thickness_mm)
+
+
+def stage2_case(
+    case_id: str,
+    prepared: Mapping[str, Any],
+    candidates: list[dict[str, Any]],
+    spec: PatchSpec,
+    budget: int,
+    slice_thickness_mm: float | None = None,
+) -> Stage2Case:
+    """A case held for stage 2 from its prepared arrays (``image``, ``label``, ``affine_lps`` and
+    ``lesions`` as ``basira prepare`` caches them) and its first ``budget`` candidates, marking
+    those near a lesion."""
+    lesions, lesion_kji = _lesions(prepared["lesions"])
     chosen = candidates[:budget]
     cand_kji = np.array([c["center_ijk"][::-1] for c in chosen], np.float64).reshape(-1, 3)
     cand_lps = np.array([c["center_lps_mm"] for c in chosen], np.float64).reshape(-1, 3)
@@ -206,14 +220,16 @@ def load_stage2_case(
     for lesion in lesions:
         gap = np.linalg.norm(cand_lps - np.asarray(lesion.center_lps_mm), axis=1)
         near |= gap <= lesion.diameter_mm / 2 + NEAR_LESION_MARGIN_MM
-    label = np.asarray(raw["label"])
+    image = np.asarray(prepared["image"])
+    label = np.asarray(prepared["label"])
+    affine = np.asarray(prepared["affine_lps"], np.float64)
     return Stage2Case(
-        case_id=case.case_id,
-        image=np.asarray(raw["image"]),
-        coarse=coarsen(raw["image"], spec.context_factor).astype(np.float16),
+        case_id=case_id,
+        image=image,
+        coarse=coarsen(image, spec.context_factor).astype(np.float16),
         label=label.astype(np.uint8) if label.size and label.max() < 255 else label,
-        affine_lps=np.asarray(raw["affine_lps"], np.float64),
-        spacing_kji=np.asarray(case.spacing_mm[::-1], np.float64),
+        affine_lps=affine,
+        spacing_kji=np.linalg.norm(affine[:3, :3], axis=0)[::-1],
         lesions=lesions,
         lesion_kji=lesion_kji,
         candidates_kji=cand_kji,
@@ -477,15 +493,20 @@ def load_classifier(out_dir: Path, config: Stage2Config) -> CandidateClassifier:
     return model.eval()
 
 
-def score_case(
-    model: CandidateClassifier, case: Stage2Case, spec: PatchSpec, batch: int = 64
+def score_points(
+    model: CandidateClassifier,
+    case: Stage2Case,
+    centres_kji: np.ndarray,
+    spec: PatchSpec,
+    batch: int = 64,
 ) -> np.ndarray:
-    """Stage 2's probability for each of the case's candidates."""
+    """Stage 2's probability of a nodule at each of ``centres_kji`` (``[n, 3]``) of the case."""
     scores = []
     with torch.inference_mode():
-        for start in range(0, len(case.candidates_kji), batch):
-            centres = case.candidates_kji[start : start + batch]
-            patches = extract_patches(case.image, centres, spec, case.coarse)
+        for start in range(0, len(centres_kji), batch):
+            patches = extract_patches(
+                case.image, centres_kji[start : start + batch], spec, case.coarse
+            )
             scores.append(torch.sigmoid(model(torch.from_numpy(patches))).numpy())
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
@@ -569,15 +590,26 @@ def evaluate_stage2(
     return out
 
 
-def detections_of(case: Stage2Case, scores: np.ndarray, budget: int) -> CaseDetections:
-    """A case's first ``budget`` scored candidates as FROC input (LPS centres, lesion
-    diameters)."""
+def detections_of(
+    case: Stage2Case,
+    scores: np.ndarray,
+    budget: int,
+    extra_lps: np.ndarray | None = None,
+    extra_scores: np.ndarray | None = None,
+) -> CaseDetections:
+    """A case's first ``budget`` scored candidates, and any other scored proposals
+    (``extra_lps`` ``[n, 3]``, ``extra_scores`` ``[n]``), as FROC input."""
+    centres = case.candidates_lps[:budget]
+    values = np.asarray(scores, np.float64)[:budget]
+    if extra_lps is not None and extra_scores is not None:
+        centres = np.vstack([centres, np.asarray(extra_lps, np.float64).reshape(-1, 3)])
+        values = np.concatenate([values, np.asarray(extra_scores, np.float64)])
     return CaseDetections(
         case_id=case.case_id,
         lesion_centers_lps_mm=np.array(
             [lesion.center_lps_mm for lesion in case.lesions], np.float64
         ).reshape(-1, 3),
         lesion_diameters_mm=np.array([lesion.diameter_mm for lesion in case.lesions], np.float64),
-        pred_centers_lps_mm=case.candidates_lps[:budget],
-        pred_scores=np.asarray(scores, np.float64)[:budget],
+        pred_centers_lps_mm=centres,
+        pred_scores=values,
     )

@@ -15,10 +15,18 @@ import pytest
 import torch
 
 from pipelines.datasets.manifest import Lesion
-from pipelines.datasets.prepare import PrepareConfig, PreparedIndex, prepare_manifest
+from pipelines.datasets.prepare import (
+    PrepareConfig,
+    PreparedIndex,
+    load_prepared_case,
+    prepare_manifest,
+)
 from pipelines.datasets.splits import SplitConfig
 from pipelines.errors import InputError
 from pipelines.evaluation.froc import CaseDetections
+from pipelines.evaluation.predictions import CasePrediction, DataInfo, Predictions
+from pipelines.evaluation.predictions import ModelInfo as PredictionsModel
+from pipelines.findings import Finding
 from pipelines.patches import PatchSpec, coarsen, extract_patches
 from pipelines.synth.config import SynthConfig
 from pipelines.synth.dataset import generate_dataset
@@ -171,11 +179,54 @@ def test_stage_2_trains_on_real_inserted_and_negative_patches_and_resumes_exactl
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
+def _proposals_on_lesions(data: Path, index: PreparedIndex, out: Path) -> None:
+    """A ``basira evaluate`` predictions file whose findings sit on each val case's lesions."""
+    cases = []
+    for case in index.cases:
+        if case.split != "val":
+            continue
+        lesions = load_prepared_case(data / case.cache)["lesions"]
+        findings = [
+            Finding(n + 1, tuple(raw["center_ijk"]), tuple(raw["center_lps_mm"]), 5.0, 0.1, 0.9)
+            for n, raw in enumerate(lesions)
+        ]
+        cases.append(
+            CasePrediction(
+                case_id=case.case_id,
+                slice_thickness_mm=None,
+                study_score=0.9,
+                study_probability=0.9,
+                dice_counts=None,
+                lesions=[
+                    Lesion.model_validate(
+                        {k: raw[k] for k in ("id", "center_lps_mm", "diameter_mm")}
+                    )
+                    for raw in lesions
+                ],
+                findings=findings,
+            )
+        )
+    predictions = Predictions(
+        model=PredictionsModel(
+            name="unet",
+            version="0",
+            weights_sha256="0",
+            calibration_method=None,
+            operating_point=None,
+        ),
+        data=DataInfo(path=str(data), split="val", sha256="0", n_cases=len(cases)),
+        cases=cases,
+    )
+    out.write_text(predictions.model_dump_json(), encoding="utf-8")
+
+
 def test_stage_2_commands_train_and_report_froc_on_the_validation_split(
     small_prepared: tuple[Path, PreparedIndex], tmp_path: Path, basira: Basira, capsys
 ) -> None:
-    data, _index = small_prepared
+    data, index = small_prepared
     candidates, run, report = tmp_path / "c.json", tmp_path / "run", tmp_path / "val.json"
+    proposals = tmp_path / "predictions.json"
+    _proposals_on_lesions(data, index, proposals)
     assert basira("stage2", "candidates", "--data", str(data), "--out", str(candidates)) == 0
     assert (
         basira(
@@ -208,13 +259,18 @@ def test_stage_2_commands_train_and_report_froc_on_the_validation_split(
             "--out",
             str(report),
             "--budgets",
-            "50,200",
+            "1,200",
+            "--proposals",
+            str(proposals),
         )
         == 0
     )
     figures = json.loads(report.read_text())
-    assert set(figures) == {"50", "200"}
+    assert set(figures) == {"1", "1+proposals", "200", "200+proposals"}
     for budget in figures.values():
         assert 0.0 <= budget["groups"]["all"]["cpm"]["value"] <= 1.0
         assert budget["n_cases"] == 1
-    assert "budget 200: CPM" in capsys.readouterr().out
+    # proposals on every lesion: each lesion is found at some score, whatever stage 1 found
+    lesions = figures["1+proposals"]["groups"]["all"]
+    assert lesions["found_at_any_score"] == lesions["n_lesions"] > 0
+    assert "budget 200+proposals: CPM" in capsys.readouterr().out

@@ -76,6 +76,18 @@ def _shot(page: Any, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"ui-{name}.png"))
 
 
+def _sign_in(page: Any, service: RunningService, password: str, shots: Path | None = None) -> None:
+    """Sign in as the radiologist and wait for the worklist (``shots``: keep the filled form)."""
+    page.goto(f"{service.base_url}/ui/login")
+    page.fill("#hospital", HOSPITAL)
+    page.fill("#username", "amina")
+    page.fill("#password", password)
+    if shots is not None:
+        _shot(page, shots, "login")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#worklist-table tbody tr")
+
+
 def _wait(page: Any, expression: str, timeout_s: float = 15.0) -> None:
     """Poll a page expression until true (``wait_for_function`` evaluates strings with
     ``eval``, which the UI's CSP rightly forbids; ``evaluate`` goes through the debugger)."""
@@ -237,13 +249,7 @@ def test_radiologist_reviews_and_signs_a_study_in_chromium(
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
-    page.goto(f"{ui_service.base_url}/ui/login")
-    page.fill("#hospital", HOSPITAL)
-    page.fill("#username", "amina")
-    page.fill("#password", password)
-    _shot(page, shots, "login")
-    page.keyboard.press("Enter")
-    page.wait_for_selector("#worklist-table tbody tr")
+    _sign_in(page, ui_service, password, shots)
     _shot(page, shots, "worklist")
     _use_worklist(page)
     page.click(f"a[href='/ui/studies/{study_uid}']")
@@ -412,12 +418,7 @@ def test_three_planes_share_a_crosshair_in_true_proportions_and_show_a_mip_slab(
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
-    page.goto(f"{ui_service.base_url}/ui/login")
-    page.fill("#hospital", HOSPITAL)
-    page.fill("#username", "amina")
-    page.fill("#password", password)
-    page.keyboard.press("Enter")
-    page.wait_for_selector("#worklist-table tbody tr")
+    _sign_in(page, ui_service, password)
     page.goto(f"{ui_service.base_url}/ui/studies/{study_uid}")
     page.wait_for_selector("#viewer[data-ready=true]")
     page.keyboard.press("l")
