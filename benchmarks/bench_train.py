@@ -83,6 +83,30 @@ def _quick(bundle: Bundle) -> Bundle:
     return bundle.model_copy(update={"patch_size_kji": size, "inference": inference})
 
 
+def _forward_and_step(
+    network: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A forward-only inference pass of ``network`` on ``images`` (the baseline) and one train
+    step on them (forward, loss, backward, optimiser step), to be timed side by side."""
+
+    def forward() -> None:
+        network.eval()
+        with torch.inference_mode():
+            network(images)
+
+    def train_step() -> None:
+        network.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(network(images), labels).backward()
+        optimizer.step()
+
+    return forward, train_step
+
+
 def _train_step_timings(bundle: Bundle, network: nn.Module, repeats: int) -> tuple[float, float]:
     """Median seconds of a forward-only pass and of a train step, on one step's patches.
 
@@ -98,18 +122,9 @@ def _train_step_timings(bundle: Bundle, network: nn.Module, repeats: int) -> tup
         network.parameters(), lr=training.lr, weight_decay=training.weight_decay
     )
 
-    def forward() -> None:
-        network.eval()
-        with torch.inference_mode():
-            network(images)
-
-    def train_step() -> None:
-        network.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(network(images), labels).backward()
-        optimizer.step()
-
-    forward_s, step_s = _interleaved_medians([forward, train_step], repeats)
+    forward_s, step_s = _interleaved_medians(
+        list(_forward_and_step(network, images, labels, loss_fn, optimizer)), repeats
+    )
     return forward_s, step_s
 
 
@@ -208,17 +223,7 @@ def _stage2_timings(prepared: dict[str, Any], repeats: int) -> tuple[float, floa
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     loss_fn = nn.BCEWithLogitsLoss()
 
-    def forward() -> None:
-        model.eval()
-        with torch.inference_mode():
-            model(images)
-
-    def train_step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), targets).backward()
-        optimizer.step()
-
+    forward, train_step = _forward_and_step(model, images, targets, loss_fn, optimizer)
     drawn = [0, sampler.inserted]
 
     def draw() -> None:
