@@ -257,4 +257,5 @@ def stage2_evaluate_command(  # noqa: PLR0913 -- typer maps each CLI option to a
                 f"budget {key}: CPM {groups['all']['cpm']['value']:.3f}, "
                 f"sensitivity at 1 FP {groups['all']['sensitivity_at_1fp']['value']:.3f}"
             )
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

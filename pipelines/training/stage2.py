@@ -164,6 +164,7 @@ def cache_candidates(
         json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     )
     todo = [case for case in cases if case.case_id not in done]
+    out.parent.mkdir(parents=True, exist_ok=True)
     paths = [data_dir / case.cache for case in todo]
     with get_context("spawn").Pool(max(1, workers)) as pool:
         results = pool.imap(_candidates_star, [(path, config) for path in paths])

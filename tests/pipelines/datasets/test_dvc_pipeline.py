@@ -1,5 +1,5 @@
-"""``dvc repro synth prepare prepare_shifted`` runs the real dvc.yaml end to end on a tiny
-params.yaml."""
+"""``dvc repro synth prepare prepare_shifted stage2_evaluate`` runs the real dvc.yaml end to end on
+a tiny params.yaml."""
 
 from __future__ import annotations
 
@@ -50,12 +50,13 @@ train: {device: cpu, workers: 0, threads: 1}
 calibrate: {method: temperature, target_sensitivity: 0.9, findings_thresholds: "0.5", threads: 1}
 evaluate: {n_bootstrap: 10, seed: 0, threads: 1}
 package: {trained_on: test}
+stage2: {workers: 1, max_candidates: 50, steps: 2, threads: 1, seed: 0, budgets: "10,50"}
 """
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (BIN / "dvc").exists(), reason="dvc is not installed in this environment")
-def test_dvc_repro_synth_prepare_on_tiny_params(tmp_path: Path) -> None:
+def test_dvc_repro_synth_prepare_and_stage2_on_tiny_params(tmp_path: Path) -> None:
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copytree(
         ROOT / "pipelines", tmp_path / "pipelines", ignore=shutil.ignore_patterns("__pycache__")
@@ -66,7 +67,7 @@ def test_dvc_repro_synth_prepare_on_tiny_params(tmp_path: Path) -> None:
     dvc = str(BIN / "dvc")
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
     result = subprocess.run(
-        [dvc, "repro", "synth", "prepare", "prepare_shifted"],
+        [dvc, "repro", "synth", "prepare", "prepare_shifted", "stage2_evaluate"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -78,6 +79,12 @@ def test_dvc_repro_synth_prepare_on_tiny_params(tmp_path: Path) -> None:
     assert len(index["cases"]) == 3 and index["failures"] == []
     assert {c["split"] for c in index["cases"]} == {"train", "val"}
     assert all((tmp_path / "data/prepared" / c["cache"]).is_file() for c in index["cases"])
+    # the two-stage detector's stages: candidates of every case, a run, its validation figures
+    candidates = json.loads((tmp_path / "data/stage2/candidates.json").read_text())
+    assert set(candidates) == {c["case_id"] for c in index["cases"]}
+    assert (tmp_path / "runs/stage2/stage2_model.pt").is_file()
+    figures = json.loads((tmp_path / "reports/stage2/val.json").read_text())
+    assert set(figures) == {"10", "50"}
     assert (tmp_path / "dvc.lock").is_file()
     shifted = json.loads((tmp_path / "data/prepared_shifted/prepared.json").read_text())
     assert len(shifted["cases"]) == 2 and {c["split"] for c in shifted["cases"]} == {"test"}
