@@ -6,12 +6,13 @@ A lesion counts as hit by a candidate whose centre lies within ``max(radius, 2 m
 lesion's centre (its nominal radius; 2 mm for the smallest, so that a 3 mm nodule is not held to
 a 1.5 mm sphere on a 1 x 1 x 1.5 mm grid), and a lesion is recalled at budget ``B`` when a hit
 ranks ``B`` or better. Rows: recall at 25, 50, 100, 200 and 400 candidates a scan, over every
-lesion, by size (3-6, 6-10, 10-20, >= 20 mm nominal diameter), by type and by attachment
-(interior, juxta-vascular, juxta-pleural, as :func:`pipelines.evaluation.report.lesion_location`
-reads the ground truth), and CPU seconds a scan (``time.process_time``, one thread; wall seconds
-beside it). The variants run in turn on each case, so load from other work on the machine hits
-each alike. The same-run baseline is the same filter and scales without the lung mask (the whole
-volume filtered, every maximum a candidate): ``x baseline`` is a variant's CPU time over its.
+lesion, by size (the evaluation's bins, < 6 to >= 20 mm nominal diameter), by type and by
+attachment (interior, juxta-vascular, juxta-pleural, as
+:func:`pipelines.evaluation.report.lesion_location` reads the ground truth), and CPU seconds a
+scan (``time.process_time``, one thread; wall seconds beside it). The variants run in turn on
+each case, so load from other work on the machine hits each alike. The same-run baseline is the
+same filter and scales without the lung mask (the whole volume filtered, every maximum a
+candidate): ``x baseline`` is a variant's CPU time over its.
 The other variants: the negative Laplacian instead of the dot filter (what the filter buys), and
 the two options aimed at the weak groups (a grey-level opening for small nodules on vessels;
 the chest wall blanked, with a wider closing, for juxta-pleural ones).
@@ -37,12 +38,12 @@ import numpy as np
 
 from benchmarks.common import print_table
 from pipelines.candidates import CandidateConfig, find_candidates
-from pipelines.datasets.manifest import Lesion
+from pipelines.datasets.manifest import Lesion, LesionType
 from pipelines.evaluation.report import LOCATIONS, lesion_location
+from pipelines.evaluation.subgroups import bin_label, bin_labels
+from pipelines.training.stage2 import SIZE_EDGES_MM
 
 BUDGETS = (25, 50, 100, 200, 400)
-SIZE_BINS_MM = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
-TYPES = ("solid", "part_solid", "ground_glass")
 MIN_HIT_RADIUS_MM = 2.0
 BASELINE = "unmasked (baseline)"
 
@@ -111,23 +112,15 @@ def _best_ranks(centres_mm: np.ndarray, lesions: list[Lesion]) -> list[float]:
     return ranks
 
 
-def _size_group(diameter_mm: float) -> str:
-    for low, high in SIZE_BINS_MM:
-        if low <= diameter_mm < high:
-            return f"{low:g}-{high:g} mm" if math.isfinite(high) else f">= {low:g} mm"
-    return f"< {SIZE_BINS_MM[0][0]:g} mm"
-
-
 def _groups(lesions: list[Lesion]) -> dict[str, np.ndarray]:
     """Row label → which lesions it counts, in table order."""
-    sizes = [_size_group(lesion.diameter_mm) for lesion in lesions]
+    sizes = [bin_label(lesion.diameter_mm, SIZE_EDGES_MM) for lesion in lesions]
     types = [str(lesion.type) for lesion in lesions]
     places = [lesion_location(lesion) for lesion in lesions]
     groups = {"all lesions": np.ones(len(lesions), bool)}
-    labels = [_size_group(low) for low, _ in SIZE_BINS_MM]
-    for label in dict.fromkeys([*labels, *sorted(set(sizes) - set(labels))]):
+    for label in bin_labels(SIZE_EDGES_MM):
         groups[f"size {label}"] = np.array([s == label for s in sizes], bool)
-    for kind in TYPES:
+    for kind in (t.value for t in LesionType if t is not LesionType.UNKNOWN):
         groups[f"type {kind}"] = np.array([t == kind for t in types], bool)
     for place in LOCATIONS:
         groups[f"location {place}"] = np.array([p == place for p in places], bool)

@@ -209,11 +209,7 @@ def find_candidates(
             finite, invertible 4 x 4 matrix.
     """
     config = config or CandidateConfig()
-    image = np.asarray(image_kji)
-    affine = np.asarray(affine_lps, dtype=np.float64)
-    spacing = _check_input(image, affine)
-    lower, upper = window_hu
-    hu = image.astype(np.float32) * np.float32(upper - lower) + np.float32(lower)
+    hu, affine, spacing = _hu_volume(image_kji, affine_lps, window_hu)
     if config.lung_mask:
         lungs = _lung_mask(hu, spacing, config)
         if lungs is None:
@@ -269,15 +265,23 @@ def lung_mask(
         InputError: as :func:`find_candidates`.
     """
     config = config or CandidateConfig()
+    hu, _, spacing = _hu_volume(image_kji, affine_lps, window_hu)
+    lungs = _lung_mask(hu, spacing, config)
+    if lungs is None:
+        return np.zeros(hu.shape, bool)
+    return lungs.on_grid(tuple(slice(0, n) for n in hu.shape))
+
+
+def _hu_volume(
+    image_kji: np.ndarray, affine_lps: np.ndarray, window_hu: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """The checked input back in HU (float32), its affine (float64) and ``[k, j, i]`` spacing."""
     image = np.asarray(image_kji)
     affine = np.asarray(affine_lps, dtype=np.float64)
     spacing = _check_input(image, affine)
     lower, upper = window_hu
     hu = image.astype(np.float32) * np.float32(upper - lower) + np.float32(lower)
-    lungs = _lung_mask(hu, spacing, config)
-    if lungs is None:
-        return np.zeros(image.shape, bool)
-    return lungs.on_grid(tuple(slice(0, n) for n in image.shape))
+    return hu, affine, spacing
 
 
 def _check_input(image: np.ndarray, affine: np.ndarray) -> tuple[float, float, float]:

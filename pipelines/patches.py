@@ -50,19 +50,24 @@ def coarsen(image_kji: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(blocks.mean(axis=(1, 3, 5)), dtype=np.float32)
 
 
-def _crop(volume: np.ndarray, centre: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """The ``shape`` box of ``volume`` whose middle voxel is ``centre`` (integers), 0 outside."""
-    start = centre - np.asarray(shape) // 2
-    stop = start + np.asarray(shape)
-    out = np.zeros(shape, np.float32)
-    src = tuple(
-        slice(max(int(a), 0), min(int(b), n))
-        for a, b, n in zip(start, stop, volume.shape, strict=True)
-    )
-    if any(s.stop <= s.start for s in src):
-        return out
-    dst = tuple(slice(s.start - int(a), s.stop - int(a)) for s, a in zip(src, start, strict=True))
-    out[dst] = volume[src]
+def crop(
+    volume: np.ndarray,
+    centre: np.ndarray,
+    shape: tuple[int, ...],
+    dtype: np.typing.DTypeLike = np.float32,
+) -> np.ndarray:
+    """A copy of the ``shape`` box of ``volume`` whose middle voxel is ``centre`` (integers), as
+    ``dtype``, 0 outside the volume."""
+    start = np.asarray(centre) - np.asarray(shape) // 2
+    out = np.zeros(shape, dtype)
+    src, dst = [], []
+    for a, n, m in zip(start, shape, volume.shape, strict=True):
+        lo, hi = max(int(a), 0), min(int(a) + n, m)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - int(a), hi - int(a)))
+    out[tuple(dst)] = volume[tuple(src)]
     return out
 
 
@@ -92,7 +97,7 @@ def extract_patches(
     out = np.empty((len(centres), 2, *spec.shape_kji), np.float32)
     for n, centre in enumerate(centres):
         fine = np.rint(centre).astype(np.int64)
-        out[n, 0] = _crop(image, fine, spec.shape_kji)
+        out[n, 0] = crop(image, fine, spec.shape_kji)
         coarse = np.floor(centre / spec.context_factor).astype(np.int64)
-        out[n, 1] = _crop(coarse_kji, coarse, spec.shape_kji)
+        out[n, 1] = crop(coarse_kji, coarse, spec.shape_kji)
     return out

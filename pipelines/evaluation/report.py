@@ -37,7 +37,7 @@ from pipelines.evaluation.froc import (
     sensitivities_at,
 )
 from pipelines.evaluation.segmentation import DiceCounts, weighted_global_dice, weighted_mean_dice
-from pipelines.evaluation.subgroups import bin_label, bin_labels
+from pipelines.evaluation.subgroups import SIZE_EDGES_MM, bin_label, bin_labels
 from pipelines.findings import Finding
 
 METRICS_SCHEMA_VERSION = 1
@@ -86,7 +86,7 @@ class EvaluationConfig(BaseModel):
     study_threshold: float = 0.5
     #: Finding score at or above which a hit counts for lesion-level sensitivity.
     finding_threshold: float = 0.0
-    size_bins_mm: tuple[float, ...] = (6.0, 10.0, 20.0)
+    size_bins_mm: tuple[float, ...] = SIZE_EDGES_MM
     #: the coarse split the release targets are stated on (``<6 mm`` and ``>=6 mm``)
     target_size_bins_mm: tuple[float, ...] = (6.0,)
     thickness_bins_mm: tuple[float, ...] = (2.0, 4.0)

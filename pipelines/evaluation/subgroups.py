@@ -10,6 +10,9 @@ import bisect
 import itertools
 from collections.abc import Sequence
 
+#: the lesion size bins every report gives: <6, 6-10, 10-20 and >=20 mm
+SIZE_EDGES_MM = (6.0, 10.0, 20.0)
+
 
 def bin_labels(edges: Sequence[float], unit: str = "mm") -> list[str]:
     """All bin labels for sorted ``edges``, smallest first."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,7 @@ from torch import nn
 
 from pipelines.bundle import InsertionConfig
 from pipelines.candidates import CandidateConfig, find_candidates
-from pipelines.datasets.manifest import Lesion
+from pipelines.datasets.manifest import Lesion, LesionType
 from pipelines.datasets.prepare import PreparedCase, load_prepared_case
 from pipelines.evaluation.bootstrap import bootstrap_case_weights, bootstrap_cis
 from pipelines.evaluation.classification import compute_roc_auc
@@ -51,8 +50,9 @@ from pipelines.evaluation.froc import (
     compute_froc_curves,
     sensitivities_at,
 )
-from pipelines.evaluation.report import lesion_location
-from pipelines.patches import PatchSpec, coarsen, extract_patches
+from pipelines.evaluation.report import LOCATIONS, lesion_location
+from pipelines.evaluation.subgroups import SIZE_EDGES_MM, bin_label, bin_labels
+from pipelines.patches import PatchSpec, coarsen, crop, extract_patches
 from pipelines.training.insertion import PatchLungs, paint_one
 from pipelines.transforms import PreprocessConfig
 
@@ -60,9 +60,7 @@ log = logging.getLogger(__name__)
 
 #: a candidate this close to a lesion's surface (mm) is neither a positive nor a negative
 NEAR_LESION_MARGIN_MM = 4.0
-SIZE_BINS_MM = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
-TYPES = ("solid", "part_solid", "ground_glass")
-LOCATIONS = ("interior", "juxta-vascular", "juxta-pleural")
+TYPES = tuple(kind.value for kind in LesionType if kind is not LesionType.UNKNOWN)
 CHECKPOINT = "stage2_checkpoint.pt"
 WEIGHTS = "stage2_model.pt"
 
@@ -240,21 +238,6 @@ def stage2_case(
     )
 
 
-def _box(volume: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A copy of the ``shape`` box of ``volume`` around integer ``centre``, 0 outside."""
-    start = centre - np.asarray(shape) // 2
-    out = np.zeros(shape, volume.dtype if volume.dtype != np.float16 else np.float32)
-    src, dst = [], []
-    for a, n, m in zip(start, shape, volume.shape, strict=True):
-        lo, hi = max(int(a), 0), min(int(a) + n, m)
-        if hi <= lo:
-            return out
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - int(a), hi - int(a)))
-    out[tuple(dst)] = volume[tuple(src)]
-    return out
-
-
 class Stage2Sampler:
     """Draws training batches (patches, labels) from the held cases; see the module docstring."""
 
@@ -309,8 +292,8 @@ class Stage2Sampler:
         shape = tuple(int(s * factor * 1.5) for s in spec.shape_kji)
         inner = tuple(s * 2 // 3 for s in spec.shape_kji)
         anchor = np.rint(case.candidates_kji[n]).astype(np.int64)
-        region = _box(case.image, anchor, shape).astype(np.float32)
-        labels = _box(case.label, anchor, shape)
+        region = crop(case.image, anchor, shape)
+        labels = crop(case.label, anchor, shape, case.label.dtype)
         lo = [(s - i) // 2 for s, i in zip(shape, inner, strict=True)]
         sub = tuple(slice(a, a + i) for a, i in zip(lo, inner, strict=True))
         lungs = PatchLungs(region[sub], self.preprocess)
@@ -512,13 +495,6 @@ def score_points(
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 
-def _size_group(diameter_mm: float) -> str:
-    for low, high in SIZE_BINS_MM:
-        if low <= diameter_mm < high:
-            return f"{low:g}-{high:g} mm" if math.isfinite(high) else f">= {low:g} mm"
-    return f"< {SIZE_BINS_MM[0][0]:g} mm"
-
-
 def evaluate_stage2(
     detections: Sequence[CaseDetections],
     lesions: Sequence[Sequence[Lesion]],
@@ -529,13 +505,10 @@ def evaluate_stage2(
     the lesion-free studies at the 1-false-positive-a-scan threshold, and the study AUC."""
     groups: dict[str, list[np.ndarray]] = {"all": []}
     for case_lesions in lesions:
-        sizes = [_size_group(lesion.diameter_mm) for lesion in case_lesions]
+        sizes = [bin_label(lesion.diameter_mm, SIZE_EDGES_MM) for lesion in case_lesions]
         groups["all"].append(np.ones(len(case_lesions), bool))
-        for low, _ in SIZE_BINS_MM:
-            name = f"size {_size_group(low)}"
-            groups.setdefault(name, []).append(
-                np.array([s == _size_group(low) for s in sizes], bool)
-            )
+        for size in bin_labels(SIZE_EDGES_MM):
+            groups.setdefault(f"size {size}", []).append(np.array([s == size for s in sizes], bool))
         for kind in TYPES:
             groups.setdefault(f"type {kind}", []).append(
                 np.array([str(lesion.type) == kind for lesion in case_lesions], bool)
