@@ -56,6 +56,7 @@ __all__ = [
     "UploadRefusedError",
     "UserError",
     "UserExistsError",
+    "WorklistDateRangeError",
 ]
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from pydicom.errors import InvalidDicomError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -227,7 +226,7 @@ def _describe_studies(
             continue
         try:
             read_study_header(path).apply_to(report.studies[uid])
-        except (InvalidDicomError, OSError, ValueError) as exc:
+        except Exception as exc:  # display fields only: the stored instance must not fail
             log.warning("study header fields not readable: %s", type(exc).__name__)
             continue
         pending.discard(uid)

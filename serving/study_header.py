@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import cast
 
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 from sqlalchemy import String, select
 from sqlalchemy.orm import Session
 
@@ -86,10 +87,8 @@ def read_study_header(path: Path) -> StudyHeader:
         OSError: ``path`` cannot be read.
     """
     ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
-    name = ds.get("PatientName")
-    alphabetic = str(name.alphabetic if name is not None else "")
     return StudyHeader(
-        patient_name=alphabetic.strip(),
+        patient_name=_person_name(ds.get("PatientName")),
         patient_id=_text(ds, "PatientID"),
         accession_number=_text(ds, "AccessionNumber"),
         study_date=_date(_text(ds, "StudyDate")),
@@ -97,6 +96,16 @@ def read_study_header(path: Path) -> StudyHeader:
         study_description=_text(ds, "StudyDescription"),
         modality=_text(ds, "Modality"),
     )
+
+
+def _person_name(value: object) -> str:
+    """The alphabetic form of a PN value; the first name of a multi-valued one (a header may
+    list several, DICOM allows it), and the raw text of a value that is not a person name."""
+    if isinstance(value, MultiValue):
+        value = value[0] if len(value) else None
+    if value is None:
+        return ""
+    return str(value.alphabetic if isinstance(value, PersonName) else value).strip()
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
@@ -115,7 +124,9 @@ def describe_stored_studies(session: Session, store: InstanceStore) -> int:
     """Fill the header fields of the studies stored before the worklist kept them (a database
     upgraded from an earlier version), from one stored instance each; returns how many.
 
-    Run by the service at start; on an up-to-date database it is one indexed query. A study
+    Run whenever the services open the database (``basira serve``, ``basira worker`` and the
+    service's CLI commands); on an up-to-date database it is one query that finds no study (a
+    scan of the studies table: no index covers ``patient_id IS NULL`` across hospitals). A study
     whose file cannot be read keeps empty fields and is not tried again.
     """
     undescribed = session.execute(
@@ -131,7 +142,7 @@ def describe_stored_studies(session: Session, store: InstanceStore) -> int:
         described.add(study.id)
         try:
             header = read_study_header(store.instance_path(study.tenant_id, sha256))
-        except (InvalidDicomError, OSError, ValueError) as exc:
+        except Exception as exc:  # best-effort display fields: never stop a start for them
             log.warning("study header fields not readable: %s", type(exc).__name__)
             header = StudyHeader("", "", "", None, "", "", "")
         header.apply_to(study)

@@ -77,10 +77,13 @@ class VolumeCache:
             with self._lock:
                 if job_id in self._volumes:
                     return self._volumes[job_id]
-            volume = _decode(view)
+            try:
+                volume = _decode(view)
+            finally:
+                with self._lock:
+                    self._loading.pop(job_id, None)
             with self._lock:
                 self._volumes[job_id] = volume
-                self._loading.pop(job_id, None)
                 while len(self._volumes) > self.capacity:
                     self._volumes.popitem(last=False)
             return volume
@@ -101,9 +104,9 @@ class VolumeCache:
         try:
             self.get(job_id, view)
         except BasiraError as exc:
-            with self._lock:
-                self._loading.pop(job_id, None)
             log.warning("series volume not decoded for job %s: %s", job_id, exc.code)
+        except Exception as exc:  # a thread's uncaught error would print an unredacted traceback
+            log.warning("series volume not decoded for job %s: %s", job_id, type(exc).__name__)
 
 
 def _decode(view: SeriesView) -> np.ndarray:

@@ -10,6 +10,18 @@ export function t(key) {
   return catalog[key] ?? key;
 }
 
+/** The error a failed response stands for: its documented code's message in the page's
+ * language, else the server's coded message, else (no JSON body) that the service did not
+ * answer. Never the browser's or the HTTP layer's own text. */
+export async function failure(response) {
+  const data = response ? await response.json().catch(() => ({})) : {};
+  const error = new Error(
+    catalog[`error.${data.code}`] ?? (data.code ? data.message : t("error.unavailable")),
+  );
+  error.code = data.code;
+  return error;
+}
+
 /** A JSON request; state-changing ones carry the session's CSRF token. */
 export async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
@@ -17,19 +29,21 @@ export async function api(path, { method = "GET", body } = {}) {
     headers["X-CSRF-Token"] = document.body.dataset.csrf;
     headers["Content-Type"] = "application/json";
   }
-  const response = await fetch(path, {
-    method, headers, body: body ? JSON.stringify(body) : undefined, credentials: "same-origin",
-  });
+  let response;
+  try {
+    response = await fetch(path, {
+      method, headers, body: body ? JSON.stringify(body) : undefined, credentials: "same-origin",
+    });
+  } catch {
+    throw await failure(null); // no answer at all (network down, service stopped)
+  }
   if (response.status === 401) {
     window.location.assign("/ui/login");
   }
-  const data = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const error = new Error(t(`error.${data.code}`) || data.message);
-    error.code = data.code;
-    throw error;
+    throw await failure(response);
   }
-  return data;
+  return response.json().catch(() => ({}));
 }
 
 const percent = new Intl.NumberFormat(locale, { style: "percent", maximumFractionDigits: 0 });

@@ -3,7 +3,7 @@
 // server from the series volume), window/level applied here through a lookup table, neighbours
 // prefetched, a linked cross-hair, each plane drawn in true proportions from the series
 // geometry; findings, heat overlay and feedback.
-import { api, fmt, t } from "./common.js";
+import { api, failure, fmt, t } from "./common.js";
 
 const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 500] };
 const SLABS_MM = [0, 5, 10, 15];
@@ -111,7 +111,7 @@ function pump() {
     const { key, name, url, resolve, reject } = queue.shift();
     inFlight += 1;
     fetch(url, { credentials: "same-origin" })
-      .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(r.statusText))))
+      .then(async (r) => (r.ok ? r.arrayBuffer() : Promise.reject(await failure(r))))
       .then((buffer) => {
         const hu = headUp(name, new Int16Array(buffer));
         images.set(key, hu);

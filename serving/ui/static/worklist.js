@@ -19,7 +19,7 @@ const chip = document.getElementById("patient-chip");
 const range = document.getElementById("page-range");
 const prev = document.getElementById("page-prev");
 const next = document.getElementById("page-next");
-const state = { sort: "suspicion", order: "asc", offset: 0, patient_id: "", total: 0 };
+const state = { sort: "suspicion", order: "asc", offset: 0, patient_id: "" };
 
 /** A DICOM person name (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX) as "FAMILY, GIVEN MIDDLE". */
 function personName(pn) {
@@ -112,7 +112,6 @@ async function load() {
   }
   if (mine !== loading) return; // a newer request answers for the current filters
   error.hidden = true;
-  state.total = page.total;
   table.replaceChildren(...page.rows.map(row));
   empty.hidden = page.rows.length > 0;
   const last = page.offset + page.rows.length;
@@ -164,8 +163,17 @@ document.getElementById("filters").addEventListener("submit", (e) => {
   e.preventDefault();
   reload();
 });
+let typing;
 for (const input of Object.values(fields)) {
-  input.addEventListener(input.type === "search" ? "input" : "change", reload);
+  if (input.type === "search") {
+    // one query (and one audited read) once the user pauses, not one per keystroke
+    input.addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(reload, 250);
+    });
+  } else {
+    input.addEventListener("change", reload);
+  }
 }
 load();
 setInterval(load, 15000);
