@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from serving.settings import Settings
+from serving.settings import load_settings
 from serving.ui.commands import feedback_app, users_app
 
 __all__ = ["register"]
@@ -44,7 +44,7 @@ def serve_command(
     from serving.dimse import start_dicom_listener
     from serving.logs import configure_logging
 
-    settings = Settings()
+    settings = load_settings()
     configure_logging()
     hooks = (start_dicom_listener,) if settings.dicom_port > 0 else ()
     app = create_app(settings, start_hooks=hooks)
@@ -58,7 +58,7 @@ def worker_command() -> None:
     from serving.services import Services
 
     configure_logging()
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     services.start_worker()
@@ -84,7 +84,7 @@ def create_tenant_command(
     from serving.services import Services
     from serving.tenants import create_tenant
 
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     with services.db.session() as session:
         issued = create_tenant(session, name, ae_title=ae_title, webhook_url=webhook_url)
         tenant_id = issued.tenant.id
@@ -103,7 +103,7 @@ def list_tenants_command() -> None:
     from serving.models import Tenant
     from serving.services import Services
 
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     with services.db.session() as session:
         for tenant in session.scalars(select(Tenant).order_by(Tenant.name)):
             typer.echo(
@@ -128,7 +128,7 @@ def add_key_command(
         key_role = KeyRole(role)
     except ValueError:
         raise typer.BadParameter(f"role must be one of {[r.value for r in KeyRole]}") from None
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     with services.db.session() as session:
         key = issue_key(session, get_tenant(session, name), key_role)
     typer.echo(f"api key ({key_role}): {key}")
@@ -140,7 +140,7 @@ def revoke_keys_command(name: Annotated[str, typer.Argument(help="The hospital's
     from serving.services import Services
     from serving.tenants import get_tenant, revoke_keys
 
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     with services.db.session() as session:
         n = revoke_keys(session, get_tenant(session, name))
     typer.echo(f"revoked {n} key(s) of {name}")
@@ -162,7 +162,7 @@ def audit_command(
     from serving.services import Services
     from serving.tenants import get_tenant
 
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     with services.db.session() as session:
         tenant_id = get_tenant(session, tenant).id if tenant else None
         since_utc = since.replace(tzinfo=since.tzinfo or UTC) if since else None

@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipelines.errors import ConfigError
 
 __all__ = ["OutputName", "Settings"]
 
@@ -36,7 +38,7 @@ class Settings(BaseSettings):
     inference_engine: Literal["auto", "onnx", "torch"] = "auto"
     #: Inference threads: with ``auto`` the only count timed; pinned, the engine's (None: all
     #: cores).
-    inference_threads: int | None = None
+    inference_threads: int | None = Field(default=None, ge=1)
     #: ONNX Runtime execution providers in order; with ``auto`` only ONNX Runtime with these is
     #: timed; pinned, empty means TensorRT, CUDA, OpenVINO, CPU as installed.
     #: ``CPUExecutionProvider`` alone turns OpenVINO off.
@@ -113,3 +115,24 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_dir(self) -> Path:
         return self.storage_dir or self.data_dir / "storage"
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or a ``config.invalid`` error naming each variable
+    whose value does not fit (a setting that pydantic refuses would otherwise reach the user as
+    an internal error).
+
+    Raises:
+        ConfigError: a ``BASIRA_*`` value is not valid for its setting.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = {
+            "BASIRA_" + "_".join(str(part) for part in error["loc"]).upper(): error["msg"]
+            for error in exc.errors()
+        }
+        raise ConfigError(
+            "Invalid settings: " + "; ".join(f"{k}: {v}" for k, v in problems.items()) + ".",
+            variables=sorted(problems),
+        ) from None

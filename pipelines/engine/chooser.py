@@ -215,8 +215,12 @@ def _auto(
     if cached is not None and cached.chosen in candidates:
         try:
             engine = _load(bundle, files, cached.chosen)
-        except (BasiraError, RuntimeError) as exc:  # the host changed under the cache
-            log.warning("cached engine %s does not load (%s); measuring", cached.chosen.label, exc)
+        except Exception as exc:  # the host changed under the cache; ORT raises its own types
+            log.warning(
+                "cached engine %s does not load (%s); measuring",
+                cached.chosen.label,
+                _why(cached.chosen, exc),
+            )
         else:
             runtime = cached.model_copy(
                 update={"chosen_by": ChosenBy.CACHED, "providers": _session_providers(engine)}
@@ -243,8 +247,8 @@ def _measure(
         try:
             engine = _load(bundle, files, candidate)
             engine.logits(batch)  # warm-up, untimed: OpenVINO compiles on the first batch
-        except (BasiraError, RuntimeError) as exc:
-            errors[candidate] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # ONNX Runtime's own errors derive from Exception only
+            errors[candidate] = _why(candidate, exc)
             continue
         engines[candidate] = engine
     if not engines:
@@ -253,7 +257,7 @@ def _measure(
             + "; ".join(f"{c.label}: {e}" for c, e in errors.items()),
             errors={c.label: e for c, e in errors.items()},
         )
-    best, timed = time_engines(engines, batch, rounds)
+    best, timed = time_engines(engines, batch, rounds, errors)
     timings = [
         timed.get(candidate) or CandidateTiming(candidate=candidate, error=errors.get(candidate))
         for candidate in candidates
@@ -269,30 +273,62 @@ def _measure(
 
 
 def time_engines(
-    engines: Mapping[EngineCandidate, WindowEngine], batch: np.ndarray, rounds: int
+    engines: Mapping[EngineCandidate, WindowEngine],
+    batch: np.ndarray,
+    rounds: int,
+    errors: dict[EngineCandidate, str] | None = None,
 ) -> tuple[EngineCandidate, dict[EngineCandidate, CandidateTiming]]:
     """Time each of ``engines`` (already warmed up) on ``batch`` (``[b, 1, k, j, i]``), in turns
     for ``rounds`` rounds so that load on a shared machine falls on all of them alike; the one
-    with the lowest median time, and every engine's median.
+    with the lowest median time, and every engine's median. An engine that fails during the
+    rounds is dropped, with why in ``errors``.
 
     Raises:
         ValueError: ``engines`` is empty.
+        ModelError: every engine failed during the rounds.
     """
     if not engines:
         raise ValueError("no engine to time")
+    failed = errors if errors is not None else {}
     runs: dict[EngineCandidate, list[float]] = {candidate: [] for candidate in engines}
     for _ in range(rounds):
         for candidate, engine in engines.items():
+            if candidate in failed:
+                continue
             start = time.perf_counter()
-            engine.logits(batch)
+            try:
+                engine.logits(batch)
+            except Exception as exc:  # dropped, as a candidate that fails its warm-up
+                failed[candidate] = _why(candidate, exc)
+                continue
             runs[candidate].append((time.perf_counter() - start) * 1000.0)
-    medians = {candidate: statistics.median(times) for candidate, times in runs.items()}
+    medians = {
+        candidate: statistics.median(times)
+        for candidate, times in runs.items()
+        if times and candidate not in failed
+    }
+    if not medians:
+        raise ModelError(
+            "No engine could run the model on this host: "
+            + "; ".join(f"{c.label}: {e}" for c, e in failed.items()),
+            errors={c.label: e for c, e in failed.items()},
+        )
     best = min(medians, key=medians.__getitem__)
     timed = {
         candidate: CandidateTiming(candidate=candidate, window_batch_ms=round(median, 3))
         for candidate, median in medians.items()
     }
     return best, timed
+
+
+def _why(candidate: EngineCandidate, exc: Exception) -> str:
+    """Why a candidate could not run, as users may read it: a coded error's class and message,
+    or, for any other (ONNX Runtime's own, torch's), a coded sentence; its text goes to the log
+    only."""
+    if isinstance(exc, BasiraError):
+        return f"{type(exc).__name__}: {exc.message}"
+    log.warning("engine %s failed: %s", candidate.label, exc, exc_info=exc)
+    return f"{ModelError.code}: the engine failed while running a window batch ({candidate.label})"
 
 
 def _load(bundle: Bundle, files: ModelFiles, candidate: EngineCandidate) -> WindowEngine:
@@ -361,9 +397,9 @@ class _CacheFile(BaseModel):
 
 def _read_cache(path: Path) -> dict[str, EngineRuntime]:
     """The cached choices; an absent, unreadable or foreign file is an empty cache (logged)."""
-    if not path.is_file():
-        return {}
     try:
+        if not path.is_file():
+            return {}
         return _CacheFile.model_validate_json(path.read_bytes()).entries
     except (OSError, ValidationError) as exc:
         log.warning("engine choice cache %s is unreadable (%s); measuring again", path, exc)
@@ -375,12 +411,25 @@ def _write_cache(path: Path, key: str, runtime: EngineRuntime) -> None:
     skipped (the engine still runs, the next start measures again)."""
     entries = {**_read_cache(path), key: runtime}
     text = _CacheFile(entries=entries).model_dump_json(indent=2)
+    written: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
             "w", dir=path.parent, prefix=".engine-choice-", delete=False, encoding="utf-8"
         ) as tmp:
+            written = Path(tmp.name)
             tmp.write(text + "\n")
-        os.replace(tmp.name, path)
+        os.replace(written, path)
     except OSError as exc:
+        if written is not None:
+            written.unlink(missing_ok=True)  # never a stray temporary file a start
         log.warning("engine choice not cached: %s is not writable (%s)", path, exc)
+
+
+def is_cached(path: Path, runtime: EngineRuntime) -> bool:
+    """Whether the cache at ``path`` holds this measured choice (``basira models tune`` says so
+    only when it does)."""
+    return any(
+        entry.chosen == runtime.chosen and entry.measured_at == runtime.measured_at
+        for entry in _read_cache(path).values()
+    )

@@ -87,26 +87,28 @@ class TorchEngine:
             threads=threads,
         )
 
-    def predict(self, image_kji: np.ndarray) -> np.ndarray:
-        """Probability map ``[k, j, i]`` float32 for a ``[k, j, i]`` image in ``[0, 1]``."""
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Evaluation mode, the engine's threads and no autograd for the block; the network's
+        training mode restored after (validation runs it mid-training)."""
         was_training = self.network.training
         self.network.eval()
         try:
             with torch_threads(self.threads), torch.inference_mode():
-                return self.window.probabilities(image_kji, self._logits)
+                yield
         finally:
             self.network.train(was_training)
 
+    def predict(self, image_kji: np.ndarray) -> np.ndarray:
+        """Probability map ``[k, j, i]`` float32 for a ``[k, j, i]`` image in ``[0, 1]``."""
+        with self._inference():
+            return self.window.probabilities(image_kji, self._logits)
+
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """The network's logits for one ``[b, 1, k, j, i]`` window batch, in evaluation mode
-        with the engine's threads: what the engine chooser times."""
-        was_training = self.network.training
-        self.network.eval()
-        try:
-            with torch_threads(self.threads), torch.inference_mode():
-                return self._logits(batch)
-        finally:
-            self.network.train(was_training)
+        """The network's logits for one ``[b, 1, k, j, i]`` window batch, as :meth:`predict` runs
+        it: what the engine chooser times."""
+        with self._inference():
+            return self._logits(batch)
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         """The network's logits for a ``[b, 1, k, j, i]`` window batch, computed on ``device``."""

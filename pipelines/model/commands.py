@@ -161,6 +161,7 @@ def tune_command(
     ] = 5,
 ) -> None:
     """Time every engine that can run the release on this host; cache and print the fastest."""
+    from pipelines.engine.chooser import is_cached
     from pipelines.inference.commands import engine_choice
     from pipelines.inference.predict import DEFAULT_RELEASE, tune_release
 
@@ -173,7 +174,9 @@ def tune_command(
         mark = "*" if timing.candidate == runtime.chosen else " "
         took = f"{timing.window_batch_ms:9.1f} ms" if timing.window_batch_ms is not None else ""
         typer.echo(f" {mark} {timing.candidate.label:50} {took}{timing.error or ''}")
-    typer.echo(f"chosen: {runtime.chosen.label} (cached in {choice.cache})")
+    kept = choice.cache is not None and is_cached(choice.cache, runtime)
+    where = f"cached in {choice.cache}" if kept else f"not cached: {choice.cache} is not writable"
+    typer.echo(f"chosen: {runtime.chosen.label} ({where})")
 
 
 def export_command(

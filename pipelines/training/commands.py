@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.datasets.manifest import Split
+
 
 def train_command(  # noqa: PLR0913 -- typer maps each CLI option to a parameter
     bundle: Annotated[Path, typer.Option("--bundle", help="The model's bundle.yaml.")],
@@ -75,7 +77,7 @@ stage2_app = typer.Typer(
 )
 
 _Data = Annotated[Path, typer.Option("--data", help="Folder holding prepared.json.")]
-_Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
+_Split = Annotated[Split, typer.Option("--split", help="Which cases to score.")]
 _Candidates = Annotated[
     Path, typer.Option("--candidates", help="JSON of stage-1 candidates (stage2 candidates).")
 ]
@@ -86,7 +88,7 @@ def stage2_candidates_command(
     data: _Data,
     out: Annotated[Path, typer.Option("--out", help="JSON to write (kept cases are reused).")],
     split: Annotated[
-        str | None, typer.Option("--split", help="Only this split (default: every case).")
+        Split | None, typer.Option("--split", help="Only this split (default: every case).")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes.")] = 1,
     max_candidates: Annotated[
@@ -97,12 +99,11 @@ def stage2_candidates_command(
     from rich.progress import Progress
 
     from pipelines.candidates import CandidateConfig
-    from pipelines.datasets.manifest import Split
     from pipelines.datasets.prepare import cases_of_split, read_prepared_index
     from pipelines.training.stage2 import cache_candidates
 
     index = read_prepared_index(data)
-    cases = index.cases if split is None else cases_of_split(index, Split(split))
+    cases = index.cases if split is None else cases_of_split(index, split)
     with Progress() as progress:
         task = progress.add_task("candidates", total=len(cases))
         found = cache_candidates(
@@ -116,27 +117,25 @@ def stage2_candidates_command(
     typer.echo(f"{out}: candidates of {len(found)} cases")
 
 
-def _stage2_cases(data: Path, split: str, candidates: Path, budget: int) -> list[Any]:
-    import json
-
+def _stage2_cases(data: Path, split: Split, candidates: Path, budget: int) -> list[Any]:
     from rich.progress import track
 
-    from pipelines.datasets.manifest import Split
     from pipelines.datasets.prepare import (
         cases_of_split,
         read_prepared_index,
         source_slice_thicknesses,
     )
-    from pipelines.training.stage2 import PatchSpec, load_stage2_case
+    from pipelines.training.stage2 import PatchSpec, candidates_of, load_stage2_case
 
     index = read_prepared_index(data)
-    found = json.loads(candidates.read_text(encoding="utf-8"))
+    chosen = cases_of_split(index, split)
+    found = candidates_of(candidates, [case.case_id for case in chosen])
     thickness = source_slice_thicknesses(data)
     return [
         load_stage2_case(
             data, case, found[case.case_id], PatchSpec(), budget, thickness.get(case.case_id)
         )
-        for case in track(cases_of_split(index, Split(split)), description=f"load {split}")
+        for case in track(chosen, description=f"load {split}")
     ]
 
 
@@ -158,7 +157,7 @@ def stage2_train_command(
     from pipelines.training.stage2 import Stage2Config, train_stage2
 
     config = Stage2Config(steps=steps, seed=seed)
-    cases = _stage2_cases(data, "train", candidates, config.negative_budget)
+    cases = _stage2_cases(data, Split.TRAIN, candidates, config.negative_budget)
     preprocess = read_prepared_index(data).config.preprocess
     with Progress() as progress:
         task = progress.add_task("steps", total=steps)
@@ -182,7 +181,7 @@ def stage2_evaluate_command(  # noqa: PLR0913 -- typer maps each CLI option to a
     candidates: _Candidates,
     run: Annotated[Path, typer.Option("--run", help="Run folder of stage2 train.")],
     out: Annotated[Path, typer.Option("--out", help="Metrics JSON to write.")],
-    split: _Split = "val",
+    split: _Split = Split.VAL,
     budgets: Annotated[
         str, typer.Option("--budgets", help="Comma-separated candidates a scan to score.")
     ] = "100,200,400",

@@ -41,6 +41,7 @@ from pipelines.bundle import InsertionConfig
 from pipelines.candidates import CandidateConfig, find_candidates
 from pipelines.datasets.manifest import Lesion, LesionType
 from pipelines.datasets.prepare import PreparedCase, load_prepared_case
+from pipelines.errors import InputError, InputNotFoundError
 from pipelines.evaluation.bootstrap import bootstrap_case_weights, bootstrap_cis
 from pipelines.evaluation.classification import compute_roc_auc
 from pipelines.evaluation.froc import (
@@ -158,9 +159,7 @@ def cache_candidates(
 ) -> dict[str, list[dict[str, Any]]]:
     """Stage-1 candidates of every case (``out`` JSON, case id → candidates, best first); cases
     already in ``out`` are kept, so an interrupted run continues."""
-    done: dict[str, list[dict[str, Any]]] = (
-        json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
-    )
+    done = read_candidates(out) if out.is_file() else {}
     todo = [case for case in cases if case.case_id not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [data_dir / case.cache for case in todo]
@@ -172,6 +171,46 @@ def cache_candidates(
             if on_case is not None:
                 on_case(case.case_id)
     return done
+
+
+def read_candidates(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """A candidates file of :func:`cache_candidates` (case id → candidates, best first).
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        InputError: it is not such a file.
+    """
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"No candidates file at {path}: run 'basira stage2 candidates' first.", path=str(path)
+        )
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        found = None
+    if not isinstance(found, dict) or not all(isinstance(v, list) for v in found.values()):
+        raise InputError(
+            f"{path} is not a candidates file of 'basira stage2 candidates'.", path=str(path)
+        )
+    return found
+
+
+def candidates_of(path: Path, case_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`read_candidates`, refusing a file that lacks any of ``case_ids``.
+
+    Raises:
+        InputNotFoundError, InputError: as :func:`read_candidates`, or cases are missing.
+    """
+    found = read_candidates(path)
+    missing = [case_id for case_id in case_ids if case_id not in found]
+    if missing:
+        raise InputError(
+            f"{path} holds no candidates for {len(missing)} of the cases (first: {missing[0]}): "
+            "run 'basira stage2 candidates' on this prepared folder.",
+            path=str(path),
+            missing=missing[:10],
+        )
+    return found
 
 
 def _candidates_star(args: tuple[Path, CandidateConfig]) -> list[dict[str, Any]]:
@@ -471,7 +510,16 @@ def train_stage2(
 
 
 def load_classifier(out_dir: Path, config: Stage2Config) -> CandidateClassifier:
-    """The trained classifier of a run folder, in eval mode."""
+    """The trained classifier of a run folder, in eval mode.
+
+    Raises:
+        InputNotFoundError: the folder holds no trained weights.
+    """
+    if not (out_dir / WEIGHTS).is_file():
+        raise InputNotFoundError(
+            f"No {WEIGHTS} in {out_dir}: train it with 'basira stage2 train --out {out_dir}'.",
+            path=str(out_dir / WEIGHTS),
+        )
     model = CandidateClassifier(config.channels)
     model.load_state_dict(torch.load(out_dir / WEIGHTS, map_location="cpu", weights_only=True))
     return model.eval()

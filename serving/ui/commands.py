@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from serving.settings import Settings
+from serving.settings import load_settings
 
 __all__ = ["feedback_app", "users_app"]
 
@@ -40,7 +40,7 @@ def create_user_command(
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     if len(password) < 12:
         raise typer.BadParameter("the password needs at least 12 characters")
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     with services.db.session() as session:
         tenant_id = get_tenant(session, tenant).id
         create_user(session, tenant_id, username, password, role=user_role, locale=user_locale)
@@ -72,7 +72,7 @@ def export_feedback_command(
     from serving.tenants import get_tenant
     from serving.ui.export import ExportRequest, export_feedback
 
-    services = Services.from_settings(Settings())
+    services = Services.from_settings(load_settings())
     tenant_id = None
     if tenant:
         with services.db.session() as session:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from pipelines.bundle import Bundle, load_bundle
 from pipelines.cpu import cpu_info
@@ -201,3 +202,40 @@ def test_tuning_measures_and_caches_even_a_single_candidate(release: Path, tmp_p
     assert loaded.chosen_by is ChosenBy.CACHED and loaded.chosen == tuned.chosen
     with pytest.raises(ConfigError):
         tune_release(release, EngineChoice(kind="onnx", cache=cache))
+
+
+class _FailsOnSecondCall(torch.nn.Module):
+    """A network that runs once (the warm-up) and then raises an error that is not a Basira
+    one, as ONNX Runtime's own errors are not: an engine that breaks during the timed rounds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > 1:
+            raise ValueError("kernel failed")
+        return batch
+
+
+def test_an_engine_that_fails_while_timed_is_dropped_with_a_coded_reason(
+    bundle: Bundle, release: Path
+) -> None:
+    batch = np.random.default_rng(0).random(
+        (bundle.inference.sw_batch_size, 1, *bundle.inference.roi_size_kji), dtype=np.float32
+    )
+    good = EngineCandidate(engine="onnx", providers=(MLAS,), threads=1)
+    bad = EngineCandidate(engine="torch", threads=1)
+    engines: dict[EngineCandidate, WindowEngine] = {
+        bad: TorchEngine(_FailsOnSecondCall(), bundle.inference, threads=1),
+        good: _onnx(bundle, release, threads=1, tta=()),
+    }
+    for engine in engines.values():
+        engine.logits(batch)  # warm-up
+    errors: dict[EngineCandidate, str] = {}
+
+    best, timed = time_engines(engines, batch, rounds=2, errors=errors)
+
+    assert best == good and bad not in timed
+    assert errors[bad].startswith("model.invalid: ") and "kernel failed" not in errors[bad]

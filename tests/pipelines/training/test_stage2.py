@@ -274,3 +274,34 @@ def test_stage_2_commands_train_and_report_froc_on_the_validation_split(
     lesions = figures["1+proposals"]["groups"]["all"]
     assert lesions["found_at_any_score"] == lesions["n_lesions"] > 0
     assert "budget 200+proposals: CPM" in capsys.readouterr().out
+
+
+def test_stage_2_commands_refuse_missing_or_foreign_inputs_with_coded_errors(
+    small_prepared: tuple[Path, PreparedIndex], tmp_path: Path, basira: Basira, capsys
+) -> None:
+    data, _index = small_prepared
+    missing = tmp_path / "none.json"
+    args = ["--data", str(data), "--candidates", str(missing), "--out", str(tmp_path / "r")]
+    assert basira("stage2", "train", *args) != 0
+    assert "error[input.not_found]" in capsys.readouterr().err
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"someone-else": []}))
+    args[3] = str(partial)
+    assert basira("stage2", "train", *args) != 0
+    err = capsys.readouterr().err
+    assert "error[input.invalid]" in err and "holds no candidates" in err
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("[1, 2")
+    args[3] = str(garbage)
+    assert basira("stage2", "train", *args) != 0
+    assert "error[input.invalid]" in capsys.readouterr().err
+    candidates = tmp_path / "c.json"
+    assert basira("stage2", "candidates", "--data", str(data), "--out", str(candidates)) == 0
+    capsys.readouterr()
+    assert basira(
+        "stage2", "evaluate", "--data", str(data), "--candidates", str(candidates),
+        "--run", str(tmp_path / "untrained"), "--out", str(tmp_path / "m.json"),
+    ) != 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "error[input.not_found]" in err and "stage2_model.pt" in err
+    assert "Traceback" not in err
