@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import cast
 
@@ -54,18 +54,25 @@ class StudyHeader:
     study_description: str
     modality: str
 
+    @classmethod
+    def of(cls, study: Study) -> StudyHeader:
+        """The fields as ``study`` keeps them (a field never read is empty)."""
+        return cls(
+            patient_name=study.patient_name or "",
+            patient_id=study.patient_id or "",
+            accession_number=study.accession_number or "",
+            study_date=study.study_date,
+            study_time=study.study_time or "",
+            study_description=study.study_description or "",
+            modality=study.modality or "",
+        )
+
     def apply_to(self, study: Study) -> None:
         """Record these fields on ``study`` with the name's search key, each cut to its
         column's length (a value longer than DICOM allows is shortened, not refused)."""
-        texts = {
-            "patient_name": self.patient_name,
-            "patient_name_key": name_key(self.patient_name),
-            "patient_id": self.patient_id,
-            "accession_number": self.accession_number,
-            "study_time": self.study_time,
-            "study_description": self.study_description,
-            "modality": self.modality,
-        }
+        values = {f.name: getattr(self, f.name) for f in fields(StudyHeader)}
+        texts = {name: value for name, value in values.items() if isinstance(value, str)}
+        texts["patient_name_key"] = name_key(self.patient_name)
         for column, value in texts.items():
             length = cast(String, Study.__table__.c[column].type).length
             setattr(study, column, value[:length])

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from pipelines.result import DiagnosisLabel
 from serving.errors import WorklistDateRangeError
 from serving.models import Job, JobStatus, Study
-from serving.study_header import name_key
+from serving.study_header import StudyHeader, name_key
 from serving.ui.models import Review, ReviewStatus
 
 __all__ = [
@@ -99,8 +99,9 @@ class WorklistFilter:
 
 
 @dataclass(frozen=True)
-class WorklistRow:
-    """One study on the worklist. Patient identifiers: for the study's tenant only."""
+class WorklistRow(StudyHeader):
+    """One study on the worklist: its header fields (:class:`StudyHeader`; patient identifiers,
+    for the study's tenant only) and its analysis."""
 
     study_instance_uid: str
     job_id: str
@@ -109,13 +110,6 @@ class WorklistRow:
     probability: float | None
     n_findings: int | None
     received_at: dt.datetime
-    patient_name: str
-    patient_id: str
-    accession_number: str
-    study_date: dt.date | None
-    study_time: str
-    study_description: str
-    modality: str
     n_images: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,12 +267,6 @@ def _row(study: Study, job: Job, status: str) -> WorklistRow:
         probability=job.probability,
         n_findings=job.n_findings,
         received_at=study.created_at,
-        patient_name=study.patient_name or "",
-        patient_id=study.patient_id or "",
-        accession_number=study.accession_number or "",
-        study_date=study.study_date,
-        study_time=study.study_time or "",
-        study_description=study.study_description or "",
-        modality=study.modality or "",
         n_images=study.n_instances or 0,
+        **asdict(StudyHeader.of(study)),
     )
