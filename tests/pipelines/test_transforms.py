@@ -8,17 +8,21 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
+import pipelines.transforms as transforms
 from pipelines.transforms import (
     CropMode,
     LungCropConfig,
     PreprocessConfig,
     PreprocessGeometry,
+    _add_margin,
     _resample,
+    body_box,
     label_to_source,
     lung_box,
     plan_reorientation,
     preprocess_label,
     preprocess_volume,
+    reorient_array,
     window,
 )
 from pipelines.volume import Provenance, Volume
@@ -133,6 +137,88 @@ def test_body_crop_keeps_largest_component_plus_margin() -> None:
     np.testing.assert_allclose(
         prepared.geometry.output_ijk_to_lps([0, 0, 0]), start * np.array([1, 1, 1.5])
     )
+
+
+def _crop_after_resampling_all(volume: Volume, config: PreprocessConfig) -> np.ndarray:
+    """The body crop as defined: the whole grid resampled, then cropped (the reference)."""
+    axes, flips = plan_reorientation(volume.affine_lps, config.orientation)
+    array = reorient_array(volume.array_hu, axes, flips)
+    affine = volume.affine_lps @ transforms._reorientation_matrix(volume.shape, axes, flips)
+    resampled = _resample(
+        array, transforms._spacing_ratios(affine, config.target_spacing_mm), mode="trilinear"
+    )
+    start, stop = _add_margin(
+        *body_box(resampled, config.body_threshold_hu), resampled.shape, config
+    )
+    cropped = resampled[start[2] : stop[2], start[1] : stop[1], start[0] : stop[0]]
+    return window(cropped, config.window_hu)
+
+
+def _chest(affine: np.ndarray, shape=(30, 90, 80), centre=(0.5, 0.5)) -> Volume:
+    """An elliptic body with a table under it and noise, anywhere in the field of view."""
+    rng = np.random.default_rng(3)
+    _, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    body = ((j - shape[1] * centre[0]) / (shape[1] * 0.3)) ** 2 + (
+        (i - shape[2] * centre[1]) / (shape[2] * 0.4)
+    ) ** 2 < 1
+    array = np.full(shape, -1000.0, np.float32)
+    array[np.broadcast_to(body, shape)] = 40.0
+    array[:, -6:-4, :] = 150.0  # the table
+    array += rng.normal(0, 30, shape).astype(np.float32)
+    return Volume(array, affine, Provenance(source_format="nifti"))
+
+
+@pytest.mark.parametrize(
+    ("affine", "centre"),
+    [
+        (_head_first(), (0.5, 0.5)),
+        (_feet_first(), (0.5, 0.5)),
+        (_oblique(), (0.35, 0.6)),
+        (_head_first(), (0.3, 0.35)),  # the body against a side of the field of view
+        (_affine((1.6, 1.6, 1.0), (0.0, 0.0, 0.0)), (0.5, 0.5)),  # upsampled in-plane
+    ],
+)
+def test_body_crop_resamples_only_the_body_and_gives_the_same_voxels(
+    affine: np.ndarray, centre: tuple[float, float]
+) -> None:
+    """Resampling only around the body (issue 18) must not move the crop by a voxel or change
+    a value: the network was trained on the crop of the whole resampled grid."""
+    volume = _chest(affine, centre=centre)
+    config = PreprocessConfig(window_hu=(-1000.0, 400.0))
+    prepared = preprocess_volume(volume, config)
+    expected = _crop_after_resampling_all(volume, config)
+    assert prepared.array.shape == expected.shape
+    np.testing.assert_array_equal(prepared.array, expected)
+
+
+def test_body_crop_picks_the_body_when_a_table_outweighs_it_on_the_coarse_estimate() -> None:
+    """Every fourth voxel sees more of a thin table than of the body here; the crop must still
+    be the body's, as on the whole grid."""
+    volume = _body_volume()
+    config = PreprocessConfig(crop_margin_mm=3.0)
+    prepared = preprocess_volume(volume, config)
+    np.testing.assert_array_equal(prepared.array, _crop_after_resampling_all(volume, config))
+
+
+def test_body_crop_falls_back_to_the_whole_grid_when_the_estimate_misses_the_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window estimate that cuts the body must not cut the crop."""
+    volume = _chest(_head_first())
+    config = PreprocessConfig()
+    expected = preprocess_volume(volume, config)
+    real_window = transforms._body_window
+
+    def too_small(*args: object, **kwargs: object) -> tuple[tuple[int, int], ...] | None:
+        window = real_window(*args, **kwargs)  # type: ignore[arg-type]
+        assert window is not None
+        (k0, k1), (j0, j1), (i0, i1) = window
+        return (k0, k1), (j0 + 10, j1 - 10), (i0, i1)
+
+    monkeypatch.setattr(transforms, "_body_window", too_small)
+    prepared = preprocess_volume(volume, config)
+    assert prepared.geometry.to_dict() == expected.geometry.to_dict()
+    np.testing.assert_array_equal(prepared.array, expected.array)
 
 
 def test_all_air_volume_is_not_cropped() -> None:
