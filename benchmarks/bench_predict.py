@@ -10,9 +10,13 @@ scaling → ``sliding_window_inference`` over the whole volume, torch, model loa
 nothing), and the engines on the same preprocessed volume through the same sliding window and
 lung crop: torch, ONNX Runtime on OpenVINO's CPU kernels and on its own, each on two threads and
 one. Basira runs the engine its chooser measured fastest on this host (``basira models tune``
-first, timed, into a private cache that every later run reads). The CPU (model, instruction sets,
-any cap set with ``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA``) and the machine's load average
-are printed with the figures: on a shared 2-core machine load moves them by tens of percent.
+first, timed, into a private cache that every later run reads), or the engine ``--engine`` pins:
+with the instruction set capped, ``--engine torch`` serves what an AVX2-only CPU's chooser serves
+(OpenVINO's CPU plugin does not follow the cap on every CPU, so its capped figures can flatter an
+AVX2-only CPU, where it is the slowest engine; ``benchmarks/RESULTS.md``). The CPU (model,
+instruction sets, any cap set with ``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA``) and the
+machine's load average are printed with the figures: on a shared 2-core machine load moves them by
+tens of percent.
 """
 
 from __future__ import annotations
@@ -82,19 +86,19 @@ def _basira(*args: str, cache: Path) -> float:
     return time.perf_counter() - start
 
 
-def _basira_cli(series: Path, out: Path, cache: Path) -> tuple[float, dict[str, Any]]:
+def _basira_cli(series: Path, out: Path, cache: Path, engine: str) -> tuple[float, dict[str, Any]]:
     """Wall time of ``basira predict`` in a fresh process, and the study's result JSON."""
     args = ["predict", str(series), "--out", str(out), "--model", str(RELEASE)]
-    seconds = _basira(*args, "--format", FORMATS, cache=cache)
+    seconds = _basira(*args, "--format", FORMATS, "--engine", engine, cache=cache)
     (result,) = [p for p in out.glob("*.json") if not p.name.endswith(".fhir.json")]
     return seconds, json.loads(result.read_text())
 
 
-def _basira_loaded(series: Path, out: Path, cache: Path) -> Any:
+def _basira_loaded(series: Path, out: Path, cache: Path, engine: str) -> Any:
     """One study from DICOM read to every output written, the release loaded beforehand with the
-    engine choice in ``cache`` (the code ``basira predict`` runs per study after loading the
-    model once)."""
-    model = load_model(RELEASE, EngineChoice(cache=cache))
+    engine choice in ``cache`` or the ``engine`` pinned (the code ``basira predict`` runs per
+    study after loading the model once)."""
+    model = load_model(RELEASE, EngineChoice(kind=engine, cache=cache))  # type: ignore[arg-type]
     formats = frozenset(OutputFormat(name) for name in FORMATS.split(",") if name != "json")
 
     def run() -> None:
@@ -144,8 +148,9 @@ def _monai_default(series: Path, bundle: Any, weights: Path) -> Any:
     return run
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Measure and return the table rows (``quick``: a small series, one repeat)."""
+def run(quick: bool = False, engine: str = "auto") -> list[dict[str, Any]]:
+    """Measure and return the table rows (``quick``: a small series, one repeat; ``engine``:
+    ``auto``, the chooser, or ``onnx`` / ``torch`` pinned)."""
     shape = (128, 96, 96) if quick else (250, 512, 512)  # quick: still 160 mm, a chest
     repeats = 1 if quick else 3
     bundle = verify_release(RELEASE)
@@ -154,12 +159,18 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="basira-bench-") as tmp:
         series = _chest_series(Path(tmp) / "series", shape)
         cache = Path(tmp) / "engine-choice.json"
-        tune = _basira("models", "tune", "--model", str(RELEASE), "--rounds", "3", cache=cache)
-        runs = [_basira_cli(series, Path(tmp) / f"out{n}", cache) for n in range(repeats)]
+        tune = (
+            _basira("models", "tune", "--model", str(RELEASE), "--rounds", "3", cache=cache)
+            if engine == "auto"
+            else None
+        )
+        runs = [_basira_cli(series, Path(tmp) / f"out{n}", cache, engine) for n in range(repeats)]
         total = float(np.median([seconds for seconds, _ in runs]))
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         result = runs[len(runs) // 2][1]
-        loaded = median_seconds(_basira_loaded(series, Path(tmp) / "loaded", cache), repeats)
+        loaded = median_seconds(
+            _basira_loaded(series, Path(tmp) / "loaded", cache, engine), repeats
+        )
         monai = median_seconds(_monai_default(series, bundle, RELEASE / "model.pt"), repeats)
         label = f"{shape[2]}x{shape[1]}x{shape[0]}"
         rows += _choice_rows(result["runtime"], tune)
@@ -195,8 +206,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _choice_rows(runtime: dict[str, Any], tune_seconds: float) -> list[dict[str, Any]]:
-    """What the chooser measured (one window batch per candidate) and what it chose."""
+def _choice_rows(runtime: dict[str, Any], tune_seconds: float | None) -> list[dict[str, Any]]:
+    """What the chooser measured (one window batch per candidate) and what it chose, or the
+    engine pinned (``tune_seconds`` None)."""
+    if tune_seconds is None:
+        chosen = runtime["chosen"]
+        threads = chosen["threads"] or "default"
+        return [{"what": f"engine pinned: {chosen['engine']}, {threads} threads"}]
     shape = "x".join(str(n) for n in runtime["window_batch_shape"])
     rows: list[dict[str, Any]] = [
         {
@@ -265,8 +281,16 @@ def _load() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small series (smoke test)")
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "onnx", "torch"),
+        default="auto",
+        help="auto: the chooser (timed by basira models tune); onnx or torch: pinned",
+    )
     args = parser.parse_args()
-    print_table("Predict one study (DICOM to all outputs)", run(quick=args.quick))
+    print_table(
+        "Predict one study (DICOM to all outputs)", run(quick=args.quick, engine=args.engine)
+    )
 
 
 if __name__ == "__main__":
