@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,6 +52,8 @@ from pipelines.transforms import preprocess_volume
 
 RELEASE = Path(__file__).resolve().parents[1] / "models" / "lung-nodule-unet" / "release"
 FORMATS = "json,seg,sr,fhir,keyimages"
+#: ``auto``: the chooser; ``onnx`` / ``torch``: pinned (``basira predict --engine``).
+EngineKind = Literal["auto", "onnx", "torch"]
 
 
 def _chest_series(out: Path, shape: tuple[int, int, int]) -> Path:
@@ -94,11 +96,11 @@ def _basira_cli(series: Path, out: Path, cache: Path, engine: str) -> tuple[floa
     return seconds, json.loads(result.read_text())
 
 
-def _basira_loaded(series: Path, out: Path, cache: Path, engine: str) -> Any:
+def _basira_loaded(series: Path, out: Path, cache: Path, engine: EngineKind) -> Any:
     """One study from DICOM read to every output written, the release loaded beforehand with the
     engine choice in ``cache`` or the ``engine`` pinned (the code ``basira predict`` runs per
     study after loading the model once)."""
-    model = load_model(RELEASE, EngineChoice(kind=engine, cache=cache))  # type: ignore[arg-type]
+    model = load_model(RELEASE, EngineChoice(kind=engine, cache=cache))
     formats = frozenset(OutputFormat(name) for name in FORMATS.split(",") if name != "json")
 
     def run() -> None:
@@ -148,7 +150,7 @@ def _monai_default(series: Path, bundle: Any, weights: Path) -> Any:
     return run
 
 
-def run(quick: bool = False, engine: str = "auto") -> list[dict[str, Any]]:
+def run(quick: bool = False, engine: EngineKind = "auto") -> list[dict[str, Any]]:
     """Measure and return the table rows (``quick``: a small series, one repeat; ``engine``:
     ``auto``, the chooser, or ``onnx`` / ``torch`` pinned)."""
     shape = (128, 96, 96) if quick else (250, 512, 512)  # quick: still 160 mm, a chest

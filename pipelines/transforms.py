@@ -314,6 +314,8 @@ def _body_window(
         last = math.ceil((last_source + 0.5) / ratio - 0.5) + pad
         first = max(0, first - first % 2)
         ranges.append((first, min(size, last + 1)))
+    if any(first >= stop for first, stop in ranges):
+        return None  # no output voxel samples the estimated body: resample the whole grid
     return tuple(ranges)
 
 
